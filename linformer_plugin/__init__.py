@@ -1,0 +1,16 @@
+"""Linformer for fairseq: ``fairseq-train --user-dir linformer_plugin --arch linformer_roberta_base``.
+
+Importing this package registers the ``linformer_roberta`` model and its architectures, and
+lets fairseq's checkpoint loader read fairseq checkpoints on torch >= 2.6.
+"""
+
+import os
+
+from .checkpoint import allow_fairseq_checkpoints
+
+allow_fairseq_checkpoints()
+
+from . import models  # noqa: E402,F401  (registers the model)
+
+__version__ = "0.1.0"
+USER_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -1,0 +1,81 @@
+"""Checkpoint loading: the torch.load allow-list, and the upgrade of reference checkpoints.
+
+fairseq 0.12 calls ``torch.load`` without ``weights_only``; since torch 2.6 that means
+``weights_only=True``, which refuses every fairseq checkpoint (its ``cfg`` holds an
+``argparse.Namespace``). Rather than switch the check off, we allow exactly the types fairseq
+writes into a checkpoint.
+"""
+
+import argparse
+import re
+
+import torch
+
+from .options import LinformerOptions
+
+
+def _fairseq_checkpoint_types():
+    import numpy as np
+
+    types = [argparse.Namespace]
+    # numpy scalars appear in fairseq's saved metrics and best-checkpoint state
+    types.append(np.dtype)
+    for name in ("float64", "float32", "int64", "int32", "bool_"):
+        types.append(type(np.dtype(name)))
+    try:
+        from numpy.core.multiarray import scalar  # numpy < 2 spelling, still what pickles name
+    except ImportError:  # pragma: no cover
+        scalar = None
+    try:
+        from numpy._core.multiarray import scalar as scalar2
+    except ImportError:  # pragma: no cover
+        scalar2 = None
+    types.extend(s for s in (scalar, scalar2) if s is not None)
+    return types
+
+
+def allow_fairseq_checkpoints():
+    """Let ``torch.load(weights_only=True)`` read fairseq checkpoints (idempotent)."""
+    add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
+    if add_safe_globals is not None:  # torch < 2.4 loads everything anyway
+        add_safe_globals(_fairseq_checkpoint_types())
+
+
+_REFERENCE_LAYER_KEY = re.compile(r"layers\.(\d+)\.self_attn\.compress_([kv])\.weight$")
+
+
+def upgrade_reference_state_dict(state_dict, prefix: str, options: LinformerOptions):
+    """Map a state dict of fairseq's ``examples/linformer`` onto this plugin's layout, in place.
+
+    ``prefix`` names the TransformerEncoder (``encoder.sentence_encoder.``). The reference keeps
+    ``compress_k`` / ``compress_v`` (nn.Linear, k x n) per layer, or one ``compress_layer`` on
+    the encoder for layerwise sharing (its bias is never used in the reference's forward).
+    """
+    per_layer = {}
+    for key in [key for key in state_dict if key.startswith(prefix)]:
+        match = _REFERENCE_LAYER_KEY.match(key[len(prefix):])
+        if match:
+            per_layer.setdefault(int(match.group(1)), {})[match.group(2)] = state_dict.pop(key)
+        elif re.fullmatch(r"layers\.\d+\.version", key[len(prefix):]):
+            del state_dict[key]
+    shared_key = prefix + "compress_layer.weight"
+    if options.sharing == "layerwise":
+        if shared_key not in state_dict:
+            raise ValueError(
+                "this checkpoint has no layerwise-shared projection (compress_layer), but the "
+                "model is built with --shared-layer-kv-compressed 1"
+            )
+        state_dict[prefix + "shared_projection.weight"] = state_dict.pop(shared_key)
+        state_dict.pop(prefix + "compress_layer.bias", None)
+        return
+    for layer, maps in per_layer.items():
+        if options.sharing == "headwise":
+            if "v" not in maps:
+                raise ValueError(
+                    f"layer {layer} of this checkpoint has no compress_v: it was trained with "
+                    "--shared-kv-compressed 1; load it with that flag"
+                )
+            weight = torch.cat([maps["k"], maps["v"]], dim=0)
+        else:
+            weight = maps["k"]
+        state_dict[f"{prefix}layers.{layer}.self_attn.projection.weight"] = weight

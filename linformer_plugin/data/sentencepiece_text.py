@@ -1,0 +1,77 @@
+"""Raw text -> sentencepiece pieces, one line in, one line out (blank lines kept: they separate
+documents for ``--sample-break-mode complete_doc``). Every file is written atomically."""
+
+import os
+import tempfile
+from contextlib import contextmanager
+from typing import Iterable
+
+
+@contextmanager
+def atomic_output(path: str, mode: str = "w", **kwargs):
+    """Write to a temporary file beside ``path`` and rename it into place only on success."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _check_text_file(path: str):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"input text file not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"input text file is empty: {path}")
+
+
+def train_sentencepiece(inputs: Iterable[str], model_prefix: str, vocab_size: int = 8000,
+                        model_type: str = "unigram", max_sentences: int = 2_000_000) -> str:
+    """Train a sentencepiece model on raw text files; returns the path of ``<prefix>.model``."""
+    import sentencepiece as spm
+
+    inputs = list(inputs)
+    for path in inputs:
+        _check_text_file(path)
+    directory = os.path.dirname(os.path.abspath(model_prefix))
+    os.makedirs(directory, exist_ok=True)
+    # train under a temporary prefix, then move both files into place
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        tmp_prefix = os.path.join(tmp, "spm")
+        spm.SentencePieceTrainer.train(
+            input=",".join(inputs),
+            model_prefix=tmp_prefix,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=1.0,
+            input_sentence_size=max_sentences,
+            shuffle_input_sentence=True,
+            # fairseq's Dictionary adds <s>, <pad>, </s>, <unk> itself
+            bos_id=-1,
+            eos_id=-1,
+            unk_id=0,
+            minloglevel=2,
+        )
+        for ext in (".vocab", ".model"):  # .model last: its presence means the pair is whole
+            os.replace(tmp_prefix + ext, model_prefix + ext)
+    return model_prefix + ".model"
+
+
+def encode_file(model: str, src: str, dst: str) -> int:
+    """Encode ``src`` into space-separated pieces in ``dst``; returns the number of lines."""
+    import sentencepiece as spm
+
+    _check_text_file(src)
+    processor = spm.SentencePieceProcessor(model_file=model)
+    lines = 0
+    with open(src, encoding="utf-8") as fin, atomic_output(dst, encoding="utf-8") as fout:
+        for line in fin:
+            line = line.strip()
+            fout.write(" ".join(processor.encode(line, out_type=str)) if line else "")
+            fout.write("\n")
+            lines += 1
+    return lines

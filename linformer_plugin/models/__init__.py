@@ -1,0 +1,1 @@
+from .linformer_roberta import LinformerModel  # noqa: F401  (registers linformer_roberta)

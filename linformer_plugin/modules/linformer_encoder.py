@@ -1,0 +1,64 @@
+"""fairseq's TransformerEncoder(Layer) with Linformer self-attention: one hook overridden in each."""
+
+from typing import Optional
+
+from fairseq.distributed import fsdp_wrap
+from fairseq.models.transformer import TransformerConfig, TransformerEncoder
+from fairseq.modules import TransformerEncoderLayer
+from fairseq.modules.checkpoint_activations import checkpoint_wrapper
+
+from ..options import LinformerOptions
+from .linformer_attention import LinformerSelfAttention
+from .sequence_projection import SequenceProjection
+
+
+class LinformerEncoderLayer(TransformerEncoderLayer):
+    """A fairseq encoder layer whose self-attention is ``LinformerSelfAttention``."""
+
+    def __init__(self, args, options: LinformerOptions, shared_projection: Optional[SequenceProjection] = None):
+        # set before super().__init__, which calls build_self_attention; a tuple keeps the
+        # shared projection from being registered in every layer
+        self.linformer = (options, shared_projection)
+        super().__init__(args)
+
+    def build_self_attention(self, embed_dim, cfg):
+        options, shared_projection = self.linformer
+        cfg = TransformerConfig.from_namespace(cfg)
+        return LinformerSelfAttention(
+            embed_dim,
+            cfg.encoder.attention_heads,
+            max_positions=options.max_positions,
+            compressed_dim=options.compressed_dim,
+            shared_kv=options.sharing == "kv",
+            shared_projection=shared_projection,
+            freeze_projection=options.freeze,
+            dropout=cfg.attention_dropout,
+            q_noise=self.quant_noise,
+            qn_block_size=self.quant_noise_block_size,
+        )
+
+
+class LinformerTransformerEncoder(TransformerEncoder):
+    """fairseq's TransformerEncoder built from ``LinformerEncoderLayer``s.
+
+    With layerwise sharing the encoder owns the one ``shared_projection`` all layers use.
+    """
+
+    def __init__(self, args, dictionary, embed_tokens, options: LinformerOptions):
+        self.options = options
+        self.shared_projection = None
+        super().__init__(args, dictionary, embed_tokens)
+
+    def build_encoder_layer(self, args):
+        options = self.options
+        if options.sharing == "layerwise" and self.shared_projection is None:
+            self.shared_projection = SequenceProjection(
+                options.max_positions, options.compressed_dim, num_maps=1, freeze=options.freeze
+            )
+        layer = LinformerEncoderLayer(args, options, self.shared_projection)
+        # the wrapping fairseq's TransformerEncoderBase.build_encoder_layer applies
+        cfg = TransformerConfig.from_namespace(args)
+        if cfg.checkpoint_activations:
+            layer = checkpoint_wrapper(layer, offload_to_cpu=cfg.offload_activations)
+        min_params_to_wrap = cfg.min_params_to_wrap if not cfg.checkpoint_activations else 0
+        return fsdp_wrap(layer, min_num_params=min_params_to_wrap)
