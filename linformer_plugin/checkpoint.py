@@ -41,7 +41,7 @@ def allow_fairseq_checkpoints():
         add_safe_globals(_fairseq_checkpoint_types())
 
 
-_REFERENCE_LAYER_KEY = re.compile(r"layers\.(\d+)\.self_attn\.compress_([kv])\.weight$")
+_REFERENCE_LAYER_KEY = re.compile(r"layers\.(\d+)\.self_attn\.compress_([kv])\.(weight|bias)$")
 
 
 def upgrade_reference_state_dict(state_dict, prefix: str, options: LinformerOptions):
@@ -55,7 +55,9 @@ def upgrade_reference_state_dict(state_dict, prefix: str, options: LinformerOpti
     for key in [key for key in state_dict if key.startswith(prefix)]:
         match = _REFERENCE_LAYER_KEY.match(key[len(prefix):])
         if match:
-            per_layer.setdefault(int(match.group(1)), {})[match.group(2)] = state_dict.pop(key)
+            tensor = state_dict.pop(key)
+            if match.group(3) == "weight":  # a bias exists only on the shared layer, unused
+                per_layer.setdefault(int(match.group(1)), {})[match.group(2)] = tensor
         elif re.fullmatch(r"layers\.\d+\.version", key[len(prefix):]):
             del state_dict[key]
     shared_key = prefix + "compress_layer.weight"

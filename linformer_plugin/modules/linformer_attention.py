@@ -161,6 +161,6 @@ class LinformerSelfAttention(nn.Module):
     def _attention_with_weights(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> Tuple[Tensor, Tensor]:
         """The explicit computation: returns B x H x T x d and the weights as H x B x T x k."""
         scores = (q * q.size(-1) ** -0.5) @ k.transpose(-2, -1)
-        weights = torch.softmax(scores.float(), dim=-1)
+        weights = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
         probs = F.dropout(weights.type_as(q), p=dropout_p, training=dropout_p > 0)
         return probs @ v, weights.transpose(0, 1)

@@ -9,7 +9,7 @@ from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 
 from ..options import LinformerOptions
 from .linformer_attention import LinformerSelfAttention
-from .sequence_projection import SequenceProjection
+from .sequence_projection import SequenceProjection, check_sequence_length
 
 
 class LinformerEncoderLayer(TransformerEncoderLayer):
@@ -48,6 +48,11 @@ class LinformerTransformerEncoder(TransformerEncoder):
         self.options = options
         self.shared_projection = None
         super().__init__(args, dictionary, embed_tokens)
+
+    def forward(self, src_tokens, *args, **kwargs):
+        # before the positional embedding, which would fail with an index error
+        check_sequence_length(src_tokens.size(1), self.options.max_positions)
+        return super().forward(src_tokens, *args, **kwargs)
 
     def build_encoder_layer(self, args):
         options = self.options

@@ -7,6 +7,17 @@ import torch
 from torch import Tensor, nn
 
 
+def check_sequence_length(seq_len: int, max_positions: int):
+    """The one error for inputs longer than the projections (never silent truncation)."""
+    if seq_len > max_positions:
+        raise ValueError(
+            f"sequence length {seq_len} exceeds max_positions={max_positions} of this "
+            f"Linformer (its projections have {max_positions} columns). Train with a "
+            "larger --max-positions/--tokens-per-sample, extend the checkpoint, or pass "
+            "shorter inputs (e.g. --truncate-sequence)."
+        )
+
+
 class SequenceProjection(nn.Module):
     """``num_maps`` stacked (k x max_positions) matrices applied along the sequence axis.
 
@@ -31,22 +42,13 @@ class SequenceProjection(nn.Module):
         for block in self.weight.data.split(self.compressed_dim):
             nn.init.xavier_uniform_(block, gain=1 / math.sqrt(2))
 
-    def check_length(self, seq_len: int):
-        if seq_len > self.max_positions:
-            raise ValueError(
-                f"sequence length {seq_len} exceeds max_positions={self.max_positions} of this "
-                f"Linformer (its projections have {self.max_positions} columns). Train with a "
-                "larger --max-positions/--tokens-per-sample, extend the checkpoint, or pass "
-                "shorter inputs (e.g. --truncate-sequence)."
-            )
-
     def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None, maps: Optional[slice] = None) -> Tensor:
         """x: S x B x C (sequence first, as in fairseq); padding_mask: B x S, True at pads.
 
         Returns (rows x B x C) where rows = k per map selected by ``maps`` (default all).
         """
         seq_len, bsz, channels = x.shape
-        self.check_length(seq_len)
+        check_sequence_length(seq_len, self.max_positions)
         weight = self.weight if maps is None else self.weight[maps]
         if padding_mask is None:
             # one GEMM over all sentences: (rows x S) @ (S x B*C), no transposes

@@ -1,0 +1,85 @@
+"""Shared fixtures: tiny models built in memory, and one small data-bin made from the shipped text."""
+
+import argparse
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import linformer_plugin
+from fairseq.data import Dictionary
+from fairseq.models import ARCH_MODEL_REGISTRY
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART_DATA = os.path.join(REPO, "examples", "quickstart", "data")
+USER_DIR = linformer_plugin.USER_DIR
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped on CPU)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def tiny_dictionary(size=50):
+    d = Dictionary()
+    for i in range(size):
+        d.add_symbol(f"w{i}")
+    d.add_symbol("<mask>")
+    return d
+
+
+def build_tiny_model(max_positions=32, arch="linformer_roberta_tiny", **overrides):
+    """A linformer_roberta built as fairseq-train would, without a data directory."""
+    args = argparse.Namespace(arch=arch, max_positions=max_positions, dropout=0.0, attention_dropout=0.0)
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    dictionary = tiny_dictionary()
+    task = SimpleNamespace(source_dictionary=dictionary, max_positions=lambda: max_positions)
+    from fairseq.models import ARCH_CONFIG_REGISTRY
+
+    ARCH_CONFIG_REGISTRY[arch](args)
+    model = ARCH_MODEL_REGISTRY[arch].build_model(args, task)
+    return model.eval(), dictionary
+
+
+def run(cmd, **kwargs):
+    """Run a command; on failure show its output in the assertion."""
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-6000:]}"
+    return proc.stdout
+
+
+def fairseq_cli(name):
+    return [sys.executable, "-m", f"fairseq_cli.{name}"]
+
+
+@pytest.fixture(scope="session")
+def data_bin(tmp_path_factory):
+    """sentencepiece -> fairseq-preprocess --only-source on a slice of the shipped Python docs."""
+    from linformer_plugin.data.sentencepiece_text import encode_file, train_sentencepiece
+
+    work = tmp_path_factory.mktemp("data")
+    raw = {}
+    for split, limit in (("train", 120_000), ("valid", 20_000)):
+        text = open(os.path.join(QUICKSTART_DATA, f"{split}.txt"), encoding="utf-8").read()[:limit]
+        raw[split] = work / f"{split}.txt"
+        raw[split].write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+    model = train_sentencepiece([str(raw["train"])], str(work / "spm"), vocab_size=1000)
+    for split in raw:
+        encode_file(model, str(raw[split]), str(work / f"{split}.spm"))
+    run(fairseq_cli("preprocess") + [
+        "--only-source", "--trainpref", str(work / "train.spm"), "--validpref", str(work / "valid.spm"),
+        "--destdir", str(work / "bin"), "--workers", "1",
+    ])
+    return str(work / "bin")

@@ -1,0 +1,159 @@
+"""LinformerSelfAttention against the paper's formula, across paths, lengths and paddings."""
+
+import pytest
+import torch
+
+from linformer_plugin.modules import LinformerSelfAttention, SequenceProjection
+
+C, H, N, K = 32, 4, 24, 6
+
+
+def make_attention(sharing="headwise", **kwargs):
+    torch.manual_seed(0)
+    shared = SequenceProjection(N, K, num_maps=1) if sharing == "layerwise" else None
+    attn = LinformerSelfAttention(
+        C, H, max_positions=N, compressed_dim=K, shared_kv=sharing == "kv", shared_projection=shared, **kwargs
+    )
+    for p in attn.parameters():  # non-trivial biases
+        torch.nn.init.normal_(p, std=0.3)
+    if shared is not None:  # owned by the encoder in a model, so converted here by hand
+        torch.nn.init.normal_(shared.weight, std=0.3)
+        shared.double()
+    return attn.double().eval()
+
+
+def reference_attention(attn, x, lengths=None):
+    """Eq. 7 of the paper written out per sentence, with the reference's K = (E X) W_k^T + b_k.
+    Sentences of ``lengths`` are the first tokens of each column of x (right padding)."""
+    proj = attn.sequence_projection.weight
+    E, F_ = (proj[:K], proj[K:]) if proj.size(0) == 2 * K else (proj, proj)
+    T, B, _ = x.shape
+    out = torch.zeros_like(x)
+    for b in range(B):
+        L = T if lengths is None else lengths[b]
+        xb = x[:L, b]  # L x C, the sentence alone
+        q = xb @ attn.q_proj.weight.T + attn.q_proj.bias
+        k = (E[:, :L] @ xb) @ attn.k_proj.weight.T + attn.k_proj.bias
+        v = (F_[:, :L] @ xb) @ attn.v_proj.weight.T + attn.v_proj.bias
+        heads = []
+        for h in range(H):
+            s = slice(h * C // H, (h + 1) * C // H)
+            w = torch.softmax(q[:, s] @ k[:, s].T / (C // H) ** 0.5, dim=-1)
+            heads.append(w @ v[:, s])
+        out[:L, b] = torch.cat(heads, dim=-1) @ attn.out_proj.weight.T + attn.out_proj.bias
+    return out
+
+
+@pytest.mark.parametrize("sharing", ["headwise", "kv", "layerwise"])
+@pytest.mark.parametrize("seq_len", [N, 13])
+def test_matches_paper_formula(sharing, seq_len):
+    attn = make_attention(sharing)
+    x = torch.randn(seq_len, 3, C, dtype=torch.double)
+    out, _ = attn(x, x, x, need_weights=False)
+    torch.testing.assert_close(out, reference_attention(attn, x), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("sharing", ["headwise", "kv", "layerwise"])
+def test_sdpa_path_equals_explicit_path(sharing):
+    attn = make_attention(sharing)
+    x = torch.randn(N, 5, C, dtype=torch.double)
+    fast, none = attn(x, x, x, need_weights=False)
+    explicit, weights = attn(x, x, x, need_weights=True)
+    assert none is None
+    torch.testing.assert_close(fast, explicit, rtol=1e-9, atol=1e-9)
+    assert weights.shape == (5, N, K)  # averaged over heads
+    torch.testing.assert_close(weights.sum(-1), torch.ones(5, N, dtype=torch.double))
+    _, head_weights = attn(x, x, x, need_head_weights=True)
+    assert head_weights.shape == (H, 5, N, K)
+    torch.testing.assert_close(head_weights.mean(0), weights)
+
+
+@pytest.mark.parametrize("sharing", ["headwise", "kv", "layerwise"])
+def test_padding_contributes_nothing(sharing):
+    """A sentence's output does not depend on the padding its batch adds, right or left."""
+    attn = make_attention(sharing)
+    lengths = [N, 17, 9, 1]
+    x = torch.randn(N, len(lengths), C, dtype=torch.double)
+    right_mask = torch.arange(N)[None, :] >= torch.tensor(lengths)[:, None]  # B x T
+    x_right = x.masked_fill(right_mask.T[..., None], 1e3)  # garbage in the pads
+    out, _ = attn(x_right, x_right, x_right, key_padding_mask=right_mask, need_weights=False)
+    expected = reference_attention(attn, x, lengths)
+    for b, L in enumerate(lengths):
+        torch.testing.assert_close(out[:L, b], expected[:L, b], rtol=1e-9, atol=1e-9)
+        alone, _ = attn(x[:L, b:b + 1], x[:L, b:b + 1], x[:L, b:b + 1], need_weights=False)
+        torch.testing.assert_close(out[:L, b], alone[:, 0], rtol=1e-9, atol=1e-9)
+
+    # left padding: the same sentences moved to the end of each column
+    x_left = torch.full_like(x, -1e3)
+    left_mask = torch.ones_like(right_mask)
+    for b, L in enumerate(lengths):
+        x_left[N - L:, b] = x[:L, b]
+        left_mask[b, N - L:] = False
+    out_left, _ = attn(x_left, x_left, x_left, key_padding_mask=left_mask, need_weights=False)
+    for b, L in enumerate(lengths):
+        torch.testing.assert_close(out_left[N - L:, b], expected[:L, b], rtol=1e-9, atol=1e-9)
+
+
+def test_padding_mask_on_explicit_path_and_int_mask():
+    attn = make_attention().float()
+    x = torch.randn(N, 2, C)
+    mask = torch.zeros(2, N, dtype=torch.uint8)
+    mask[1, 10:] = 1
+    fast, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)
+    explicit, _ = attn(x, x, x, key_padding_mask=mask.bool(), need_weights=True)
+    torch.testing.assert_close(fast, explicit, rtol=1e-5, atol=1e-5)
+
+
+def test_distinct_key_and_value_inputs():
+    attn = make_attention()
+    q, kv_k, kv_v = (torch.randn(L, 2, C, dtype=torch.double) for L in (7, N, N))
+    out, _ = attn(q, kv_k, kv_v, need_weights=False)
+    proj = attn.sequence_projection.weight
+    k = attn.k_proj(torch.einsum("ks,sbc->kbc", proj[:K], kv_k))
+    v = attn.v_proj(torch.einsum("ks,sbc->kbc", proj[K:], kv_v))
+    qh = attn.q_proj(q).view(7, 2, H, -1).permute(1, 2, 0, 3)
+    kh, vh = (t.view(K, 2, H, -1).permute(1, 2, 0, 3) for t in (k, v))
+    ref = torch.softmax(qh @ kh.transpose(-1, -2) / (C // H) ** 0.5, -1) @ vh
+    ref = attn.out_proj(ref.permute(2, 0, 1, 3).reshape(7, 2, C))
+    torch.testing.assert_close(out, ref)
+
+
+def test_gradients_reach_every_parameter_including_layerwise_projection():
+    shared = SequenceProjection(N, K, num_maps=1)
+    attn = LinformerSelfAttention(C, H, max_positions=N, compressed_dim=K, shared_projection=shared)
+    assert "projection.weight" not in dict(attn.named_parameters())  # owned by the encoder
+    x = torch.randn(N, 2, C)
+    attn(x, x, x, need_weights=False)[0].sum().backward()
+    assert all(p.grad is not None for p in attn.parameters())
+    assert shared.weight.grad is not None and shared.weight.grad.abs().sum() > 0
+
+
+def test_frozen_projection_is_not_trained():
+    attn = LinformerSelfAttention(C, H, max_positions=N, compressed_dim=K, freeze_projection=True)
+    assert not attn.projection.weight.requires_grad
+
+
+def test_too_long_input_is_a_clear_error():
+    attn = make_attention()
+    x = torch.randn(N + 1, 2, C, dtype=torch.double)
+    with pytest.raises(ValueError, match=rf"sequence length {N + 1} exceeds max_positions={N}.*--max-positions"):
+        attn(x, x, x)
+
+
+def test_attn_mask_is_refused():
+    attn = make_attention()
+    x = torch.randn(N, 2, C, dtype=torch.double)
+    causal = torch.triu(torch.ones(N, N, dtype=torch.bool), 1)
+    with pytest.raises(ValueError, match="attn_mask is not supported by Linformer"):
+        attn(x, x, x, attn_mask=causal)
+
+
+def test_bad_shapes_are_clear_errors():
+    with pytest.raises(ValueError, match="embed_dim=30 is not divisible by num_heads=4"):
+        LinformerSelfAttention(30, 4, max_positions=N, compressed_dim=K)
+    attn = make_attention()
+    x = torch.randn(N, 2, C, dtype=torch.double)
+    with pytest.raises(ValueError, match="key_padding_mask must be batch x source length"):
+        attn(x, x, x, key_padding_mask=torch.zeros(N, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="incremental_state"):
+        attn(x, x, x, incremental_state={})
