@@ -17,21 +17,18 @@ from .options import LinformerOptions
 def _fairseq_checkpoint_types():
     import numpy as np
 
-    types = [argparse.Namespace]
-    # numpy scalars appear in fairseq's saved metrics and best-checkpoint state
-    types.append(np.dtype)
-    for name in ("float64", "float32", "int64", "int32", "bool_"):
-        types.append(type(np.dtype(name)))
-    try:
-        from numpy.core.multiarray import scalar  # numpy < 2 spelling, still what pickles name
-    except ImportError:  # pragma: no cover
-        scalar = None
-    try:
-        from numpy._core.multiarray import scalar as scalar2
-    except ImportError:  # pragma: no cover
-        scalar2 = None
-    types.extend(s for s in (scalar, scalar2) if s is not None)
-    return types
+    try:  # where numpy >= 2 pickles its scalars from
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar
+    return [
+        argparse.Namespace,  # cfg.model (and "args" in older checkpoints)
+        # numpy scalars: fairseq's meters round numpy values into numpy values, which can reach
+        # the saved metrics and best-checkpoint score
+        scalar,
+        np.dtype,
+        *(type(np.dtype(name)) for name in ("float64", "float32", "float16", "int64", "int32", "bool")),
+    ]
 
 
 def allow_fairseq_checkpoints():

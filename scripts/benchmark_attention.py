@@ -1,0 +1,495 @@
+#!/usr/bin/env python
+"""Benchmark the attention module alone: our Linformer against fairseq's reference and full attention.
+
+Implementations (``--impls``):
+  ours           linformer_plugin.modules.LinformerSelfAttention(C, H, max_positions=n, compressed_dim=k)
+  ours_compiled  the same under torch.compile (only with --compile, or when listed explicitly)
+  fq_linf        fairseq's examples/linformer MultiheadLinearAttention (compressed = n // k)
+  fq_mha         fairseq.modules.MultiheadAttention (full attention)
+  sdpa_full      full attention: nn.Linear q/k/v/out + F.scaled_dot_product_attention
+
+Each case (impl, n, k, dtype) runs on x of shape (n, B, C) with B = tokens // n and reports the
+median inference-forward time, the median forward+backward time and the peak memory of each.
+GPU run (defaults):   python scripts/benchmark_attention.py [--compile]
+CPU smoke:            python scripts/benchmark_attention.py --device cpu --dtypes fp32 --lengths 64 128 \
+                          --tokens 256 --ks 16 --embed-dim 64 --heads 4 --repeat 2 --warmup 1
+"""
+
+import argparse
+import gc
+import importlib.util
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)  # so linformer_plugin imports without installation
+
+IMPLS = ("ours", "ours_compiled", "fq_linf", "fq_mha", "sdpa_full")
+LINFORMER_IMPLS = ("ours", "ours_compiled", "fq_linf")  # measured per k; the others once per n
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+# ----------------------------------------------------------------------------- implementations
+
+
+class SDPAFullAttention(nn.Module):
+    """Full multi-head self-attention in a few lines: the clean baseline. T x B x C in and out."""
+
+    def __init__(self, embed_dim, num_heads):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(embed_dim, embed_dim) for _ in range(4))
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=False, **unused):
+        tgt_len, bsz, embed_dim = query.shape
+
+        def heads(t):  # T x B x C -> B x H x T x d (a view; SDPA takes the strides)
+            return t.view(t.size(0), bsz, self.num_heads, self.head_dim).permute(1, 2, 0, 3)
+
+        mask = None if key_padding_mask is None else ~key_padding_mask.bool()[:, None, None, :]
+        attn = F.scaled_dot_product_attention(
+            heads(self.q_proj(query)), heads(self.k_proj(key)), heads(self.v_proj(value)), attn_mask=mask
+        )
+        return self.out_proj(attn.permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim)), None
+
+
+def fairseq_linformer_src_dir():
+    """fairseq's examples/linformer/linformer_src, or None if this fairseq install lacks the examples."""
+    import fairseq
+
+    package_dir = os.path.dirname(os.path.abspath(fairseq.__file__))
+    for candidate in (
+        os.path.join(package_dir, "examples", "linformer", "linformer_src"),
+        os.path.join(os.path.dirname(package_dir), "examples", "linformer", "linformer_src"),
+    ):
+        if os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+_REFERENCE_CLASS = None
+
+
+def load_reference_linear_attention():
+    """fairseq's MultiheadLinearAttention, loaded from its file under a private module name.
+
+    Importing ``fairseq.examples.linformer.linformer_src`` as a package would run its __init__,
+    which registers a model named ``linformer_roberta`` and clashes with ours.
+    """
+    global _REFERENCE_CLASS
+    if _REFERENCE_CLASS is None:
+        src = fairseq_linformer_src_dir()
+        path = src and os.path.join(src, "modules", "multihead_linear_attention.py")
+        if not path or not os.path.isfile(path):
+            raise FileNotFoundError("fairseq's examples/linformer/.../multihead_linear_attention.py not found")
+        spec = importlib.util.spec_from_file_location("_fairseq_reference_multihead_linear_attention", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _REFERENCE_CLASS = module.MultiheadLinearAttention
+    return _REFERENCE_CLASS
+
+
+def build_impl(impl, n, k, embed_dim, num_heads, device, dtype, compile_mode="default"):
+    """The module for ``impl``, on ``device`` in ``dtype``; k is ignored by full-attention impls."""
+    if impl in ("ours", "ours_compiled"):
+        from linformer_plugin.modules import LinformerSelfAttention
+
+        module = LinformerSelfAttention(embed_dim, num_heads, max_positions=n, compressed_dim=k)
+    elif impl == "fq_linf":
+        reference = load_reference_linear_attention()
+        module = reference(embed_dim, num_heads, dropout=0.0, self_attention=True, compressed=n // k, max_seq_len=n)
+    elif impl == "fq_mha":
+        from fairseq.modules import MultiheadAttention
+
+        module = MultiheadAttention(embed_dim, num_heads, dropout=0.0, self_attention=True)
+    elif impl == "sdpa_full":
+        module = SDPAFullAttention(embed_dim, num_heads)
+    else:
+        raise ValueError(f"unknown impl {impl!r}; choose from {IMPLS}")
+    module = module.to(device=device, dtype=dtype)
+    if impl == "ours_compiled":
+        # a fresh dynamo cache per case: the cache is keyed on forward's code object, so compiling
+        # many shapes would otherwise hit the recompile limit and silently fall back to eager
+        torch._dynamo.reset()
+        module = torch.compile(module, mode=None if compile_mode == "default" else compile_mode)
+    return module
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_ms(step, device, warmup, repeat, before=None):
+    """Median wall time of ``step()`` in ms; ``before()`` (not timed) runs before each call."""
+    for _ in range(warmup):
+        if before:
+            before()
+        step()
+    _sync(device)
+    times = []
+    if device.type == "cuda":
+        events = []
+        for _ in range(repeat):
+            if before:
+                before()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            events.append((start, end))
+        torch.cuda.synchronize(device)
+        times = [s.elapsed_time(e) for s, e in events]
+    else:
+        for _ in range(repeat):
+            if before:
+                before()
+            t0 = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _peak_mb(step, device, before=None):
+    """Peak memory of one ``step()`` above what was allocated before it, in MiB (0 off CUDA)."""
+    if device.type != "cuda":
+        return 0.0
+    if before:
+        before()
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    step()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
+def _is_oom(exc):
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _error_text(exc):
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:500]
+
+
+def _free(device):
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def time_case(impl, n, k, dtype_name, tokens, embed_dim=768, num_heads=12, device="cuda",
+              warmup=5, repeat=20, compile_mode="default", seed=0):
+    """Measure one case; returns the JSON record. Errors (OOM included) are recorded, not raised."""
+    device = torch.device(device)
+    dtype = DTYPES[dtype_name]
+    bsz = max(1, tokens // n)
+    record = {"n": n, "B": bsz, "impl": impl, "k": k if impl in LINFORMER_IMPLS else None, "dtype": dtype_name,
+              "fwd_ms": None, "fwd_mem_mb": None, "train_ms": None, "train_mem_mb": None}
+    if impl == "fq_linf" and n % k:
+        record["note"] = f"reference projects to n // (n // k) = {n // (n // k)} rows, not k"
+    phase = "build"
+    error = None
+    try:
+        torch.manual_seed(seed)
+        module = build_impl(impl, n, k, embed_dim, num_heads, device, dtype, compile_mode)
+        x = torch.randn(n, bsz, embed_dim, device=device, dtype=dtype)
+        grad = torch.randn(n, bsz, embed_dim, device=device, dtype=dtype)
+
+        phase = "fwd"
+        module.eval()
+
+        def forward():
+            with torch.no_grad():
+                module(x, x, x, key_padding_mask=None, need_weights=False)
+
+        record["fwd_ms"] = _median_ms(forward, device, warmup, repeat)
+        record["fwd_mem_mb"] = _peak_mb(forward, device)
+
+        phase = "train"
+        module.train()
+        x_train = x.detach().clone().requires_grad_(True)
+
+        def clear_grads():  # set_to_none: grads are freed, the next backward allocates them afresh
+            module.zero_grad(set_to_none=True)
+            x_train.grad = None
+
+        def train_step():
+            out, _ = module(x_train, x_train, x_train, key_padding_mask=None, need_weights=False)
+            out.backward(grad)
+
+        record["train_ms"] = _median_ms(train_step, device, warmup, repeat, before=clear_grads)
+        record["train_mem_mb"] = _peak_mb(train_step, device, before=clear_grads)
+    except Exception as exc:  # noqa: BLE001  (a failed case must not end the sweep)
+        error = "OOM" if _is_oom(exc) else _error_text(exc)
+        if impl == "ours_compiled" and phase in ("build", "fwd") and error != "OOM":
+            error = "compile failed: " + error
+    if error is not None:
+        record["error"] = error
+        record["error_phase"] = phase
+    # the exception (and its frames holding tensors) is gone here, so memory can be released
+    module = x = grad = x_train = None  # noqa: F841
+    _free(device)
+    return record
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _umask_mode():
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write_text(path, text):
+    """Write via a temp file in the same folder and os.replace: readers never see a partial file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_jsonl(path, records):
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def column_label(impl, k):
+    return f"{impl} k={k}" if impl in LINFORMER_IMPLS else impl
+
+
+def _fmt(value, digits=2):
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _table(records, metric, ks, unit):
+    """Markdown table: rows n, columns impl (per k), then baseline/ours ratios per k."""
+    by_key = {(r["n"], column_label(r["impl"], r["k"])): r for r in records}
+    columns = []
+    for r in records:
+        label = column_label(r["impl"], r["k"])
+        if label not in columns:
+            columns.append(label)
+    ratio_columns = []
+    for k in ks:
+        for base in ("fq_linf", "fq_mha"):
+            base_label = column_label(base, k)
+            if base_label in columns and column_label("ours", k) in columns:
+                ratio_columns.append((f"{base_label.split()[0]}/ours k={k}", base_label, column_label("ours", k)))
+    ns = sorted({r["n"] for r in records})
+    header = ["n", "B"] + [f"{c} ({unit})" for c in columns] + [name for name, _, _ in ratio_columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for n in ns:
+        bsz = next(r["B"] for r in records if r["n"] == n)
+        row = [str(n), str(bsz)]
+        for c in columns:
+            r = by_key.get((n, c))
+            if r is None:
+                row.append("")
+            elif r.get(metric) is None:
+                row.append(r.get("error", "")[:20] or "")
+            else:
+                row.append(_fmt(r[metric], 1 if unit == "MiB" else 3))
+        for _, base_label, ours_label in ratio_columns:
+            base, ours = by_key.get((n, base_label)), by_key.get((n, ours_label))
+            ok = base and ours and base.get(metric) and ours.get(metric)
+            row.append(f"{base[metric] / ours[metric]:.2f}x" if ok else "")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(records, ks):
+    sections = ["# Attention module benchmark", "",
+                "Ratios are baseline / ours: above 1x, ours is faster (time) or smaller (memory). "
+                "Memory is the peak above what was allocated before the step (0 on CPU)."]
+    metrics = (("fwd_ms", "inference forward", "ms"), ("train_ms", "forward + backward", "ms"),
+               ("fwd_mem_mb", "inference forward peak memory", "MiB"),
+               ("train_mem_mb", "forward + backward peak memory", "MiB"))
+    for dtype in dict.fromkeys(r["dtype"] for r in records):
+        subset = [r for r in records if r["dtype"] == dtype]
+        for metric, title, unit in metrics:
+            sections += ["", f"## {dtype}: {title} ({unit}, median)" if unit == "ms" else f"## {dtype}: {title} ({unit})",
+                         "", _table(subset, metric, ks, unit)]
+    errors = [r for r in records if r.get("error")]
+    if errors:
+        sections += ["", "## Errors", ""]
+        sections += [f"- {r['impl']} n={r['n']} k={r['k']} {r['dtype']} ({r.get('error_phase')}): {r['error']}"
+                     for r in errors]
+    return "\n".join(sections) + "\n"
+
+
+def write_plots(records, out_dir):
+    """time_<dtype>.png and memory_<dtype>.png; skipped with a warning without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logging.warning("matplotlib is not installed: no plots")
+        return []
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    written = []
+    for dtype in dict.fromkeys(r["dtype"] for r in records):
+        subset = [r for r in records if r["dtype"] == dtype]
+        labels = list(dict.fromkeys(column_label(r["impl"], r["k"]) for r in subset))
+        for kind, metrics, ylabel in (("time", ("fwd_ms", "train_ms"), "ms"),
+                                      ("memory", ("fwd_mem_mb", "train_mem_mb"), "MiB")):
+            fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+            for ax, metric in zip(axes, metrics):
+                for label in labels:
+                    points = sorted((r["n"], r[metric]) for r in subset
+                                    if column_label(r["impl"], r["k"]) == label and r.get(metric))
+                    if points:
+                        ax.plot(*zip(*points), marker="o", label=label)
+                ax.set_xscale("log", base=2)
+                if ax.lines:
+                    ax.set_yscale("log")
+                ax.set_xlabel("sequence length n (tokens per batch constant)")
+                ax.set_ylabel(ylabel)
+                ax.set_title(f"{'forward (inference)' if metric.startswith('fwd') else 'forward + backward'}, {dtype}")
+                ax.grid(True, which="both", alpha=0.3)
+                if ax.lines:
+                    ax.legend(fontsize=8)
+            fig.tight_layout()
+            path = os.path.join(out_dir, f"{kind}_{dtype}.png")
+            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{kind}_{dtype}.", suffix=".png")
+            os.close(fd)
+            try:
+                fig.savefig(tmp, dpi=120, format="png")
+                os.chmod(tmp, _umask_mode())
+                os.replace(tmp, path)
+            finally:
+                plt.close(fig)
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            written.append(path)
+    return written
+
+
+def environment(device, argv):
+    import fairseq
+
+    env = {
+        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([sys.executable, os.path.abspath(__file__)] + list(argv)),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "fairseq": getattr(fairseq, "__version__", None),
+        "fairseq_linformer_src": fairseq_linformer_src_dir(),
+        "device": str(device),
+        "cpu_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(gpu=props.name, gpu_memory_mib=props.total_memory // 2**20,
+                   gpu_capability=f"{props.major}.{props.minor}", driver_cuda_devices=torch.cuda.device_count())
+    return env
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def expected_cases(impls, lengths, ks, dtypes):
+    """(impl, n, k, dtype) in run order; linformer impls once per k <= n, the others once per n."""
+    cases = []
+    for dtype in dtypes:
+        for n in lengths:
+            for impl in impls:
+                if impl in LINFORMER_IMPLS:
+                    cases += [(impl, n, k, dtype) for k in ks if k <= n]
+                else:
+                    cases.append((impl, n, None, dtype))
+    return cases
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--impls", nargs="+", choices=IMPLS, default=None,
+                   help="default: all (ours_compiled only with --compile)")
+    p.add_argument("--compile", action="store_true", help="also measure ours under torch.compile")
+    p.add_argument("--compile-mode", default="default", help="torch.compile mode, e.g. max-autotune")
+    p.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp16", "bf16"])
+    p.add_argument("--lengths", nargs="+", type=int,
+                   default=[512, 1024, 2048, 4096, 8192, 16384, 32768, 65536])
+    p.add_argument("--tokens", type=int, default=65536, help="tokens per batch: B = tokens // n")
+    p.add_argument("--ks", nargs="+", type=int, default=[128, 256])
+    p.add_argument("--embed-dim", type=int, default=768)
+    p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out-dir", default="benchmarks/attention")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args(argv)
+    if args.impls is None:
+        args.impls = [i for i in IMPLS if i != "ours_compiled" or args.compile]
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but CUDA is not available; pass --device cpu")
+    os.makedirs(args.out_dir, exist_ok=True)
+    env = environment(device, argv)
+    atomic_write_text(os.path.join(args.out_dir, "env.json"), json.dumps(env, indent=2) + "\n")
+
+    cases = expected_cases(args.impls, args.lengths, args.ks, args.dtypes)
+    skipped = [(n, k) for n in args.lengths for k in args.ks if k > n]
+    if skipped:
+        print(f"skipping linformer cases with k > n: {skipped}", flush=True)
+    records = []
+    results_path = os.path.join(args.out_dir, "results.jsonl")
+    for i, (impl, n, k, dtype) in enumerate(cases, 1):
+        record = time_case(impl, n, k if k is not None else args.ks[0], dtype, args.tokens, args.embed_dim,
+                           args.heads, device, args.warmup, args.repeat, args.compile_mode)
+        records.append(record)
+        write_jsonl(results_path, records)  # rewritten after every case: a crash keeps what was measured
+        print(f"[{i}/{len(cases)}] {impl:13s} n={n:6d} B={record['B']:4d} k={str(record['k']):4s} {dtype}: "
+              f"fwd {_fmt(record['fwd_ms'], 3)} ms {_fmt(record['fwd_mem_mb'], 1)} MiB, "
+              f"train {_fmt(record['train_ms'], 3)} ms {_fmt(record['train_mem_mb'], 1)} MiB"
+              + (f"  [{record['error']}]" if record.get("error") else ""), flush=True)
+
+    report = markdown_report(records, args.ks)
+    atomic_write_text(os.path.join(args.out_dir, "results.md"), report)
+    if not args.no_plots:
+        write_plots(records, args.out_dir)
+    print()
+    print(report)
+    return records
+
+
+if __name__ == "__main__":
+    main()

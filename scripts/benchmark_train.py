@@ -1,0 +1,450 @@
+#!/usr/bin/env python
+"""Whole-model training throughput through fairseq-train on --task dummy_masked_lm.
+
+Models (``--models``; linformer ones once per ``--ks`` value, named e.g. ours_k128):
+  ours       --user-dir <repo>/linformer_plugin --arch linformer_roberta_base --compressed-dim k
+  reference  --user-dir <fairseq>/examples/linformer/linformer_src --arch linformer_roberta_base
+             --compressed (n // k)
+  roberta    --arch roberta_base (full attention)
+
+For each model and tokens_per_sample n in ``--lengths`` it runs one fairseq-train subprocess
+(through _train_with_peak_memory.py) with batch size tokens // n and reports the words/s of the
+last train_inner log line (the first interval, with its warm-up, is left out) and the peak GPU
+memory. ``--find-max-length`` instead searches, per model, the longest n that trains at batch
+size 1, doubling n from --max-length-start up to --max-length-limit.
+
+GPU run (defaults):  python scripts/benchmark_train.py
+CPU smoke:           python scripts/benchmark_train.py --device cpu --small --lengths 64 --tokens 256 \
+                         --max-update 3 --ks 16
+"""
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WRAPPER = os.path.join(REPO_ROOT, "scripts", "_train_with_peak_memory.py")
+PLUGIN_DIR = os.path.join(REPO_ROOT, "linformer_plugin")
+MODELS = ("ours", "reference", "roberta")
+LINFORMER_MODELS = ("ours", "reference")
+DEFAULT_DICT_SIZE = 49996  # dummy_masked_lm's default
+TINY_FLAGS = ["--encoder-layers", "2", "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
+              "--encoder-attention-heads", "2"]
+LOG_TAIL_LINES = 200
+
+
+def fairseq_package_dir():
+    """Found without importing fairseq (which takes seconds and is only needed in the children)."""
+    spec = importlib.util.find_spec("fairseq")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("fairseq is not installed in this Python")
+    return os.path.abspath(list(spec.submodule_search_locations)[0])
+
+
+def fairseq_linformer_src_dir():
+    package_dir = fairseq_package_dir()
+    for candidate in (
+        os.path.join(package_dir, "examples", "linformer", "linformer_src"),
+        os.path.join(os.path.dirname(package_dir), "examples", "linformer", "linformer_src"),
+    ):
+        if os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def model_specs(models, ks, arch_overrides=None):
+    """[(name, base model, k or None, flags)]; linformer models once per k."""
+    arch_overrides = arch_overrides or {}
+    specs = []
+    for model in models:
+        if model == "ours":
+            arch = arch_overrides.get(model, "linformer_roberta_base")
+            specs += [(f"ours_k{k}", model, k, ["--user-dir", PLUGIN_DIR, "--arch", arch]) for k in ks]
+        elif model == "reference":
+            src = fairseq_linformer_src_dir()
+            if src is None:
+                raise SystemExit("fairseq's examples/linformer/linformer_src is missing from this install; "
+                                 "drop 'reference' from --models")
+            arch = arch_overrides.get(model, "linformer_roberta_base")
+            specs += [(f"reference_k{k}", model, k, ["--user-dir", src, "--arch", arch]) for k in ks]
+        elif model == "roberta":
+            specs.append(("roberta", model, None, ["--arch", arch_overrides.get(model, "roberta_base")]))
+        else:
+            raise SystemExit(f"unknown model {model!r}; choose from {MODELS}")
+    return specs
+
+
+def train_command(base_flags, base_model, k, n, bsz, max_update, log_interval, device, small=False,
+                  fixed_vocab=False, extra_args="", python=sys.executable):
+    """The subprocess command line for one fairseq-train run."""
+    dict_size = DEFAULT_DICT_SIZE if fixed_vocab else max(DEFAULT_DICT_SIZE, n + 8)  # ids go up to n + 1
+    cmd = [python, WRAPPER] + list(base_flags) + [
+        "--task", "dummy_masked_lm", "--criterion", "masked_lm",
+        "--tokens-per-sample", str(n), "--max-positions", str(n), "--batch-size", str(bsz),
+        "--dict-size", str(dict_size),
+        # one epoch of a few more batches than needed (the default, 100000 samples, takes seconds
+        # to batch, at batch size 1 most of a smoke run)
+        "--dataset-size", str(bsz * (max_update + 10) * 2),
+        "--max-update", str(max_update), "--optimizer", "adam", "--lr", "1e-4", "--lr-scheduler", "fixed",
+        "--dropout", "0", "--attention-dropout", "0",
+        "--log-format", "json", "--log-interval", str(log_interval),
+        "--disable-validation", "--no-save", "--num-workers", "0",
+        # one process on one GPU: fairseq would otherwise spawn one worker per visible GPU
+        "--distributed-world-size", "1",
+    ]
+    if base_model == "ours":
+        cmd += ["--compressed-dim", str(k)]
+    elif base_model == "reference":
+        cmd += ["--compressed", str(n // k)]  # the reference takes a ratio: k = n // (n // k)
+    cmd += ["--cpu"] if device == "cpu" else ["--fp16"]
+    if small:
+        cmd += TINY_FLAGS
+    cmd += shlex.split(extra_args or "")
+    return cmd
+
+
+# "... | INFO | train_inner | {json}" (fairseq's format) or "INFO:train_inner:{json}" (logging's default)
+_TRAIN_INNER = re.compile(r"[|:]\s*train_inner\s*[|:]\s*(\{.*\})\s*$")
+_TRAIN_END = re.compile(r"[|:]\s*train\s*[|:]\s*(\{.*\})\s*$")
+_PEAK = re.compile(r"^PEAK_GPU_MEMORY_MIB=([0-9.]+)\s*$")
+_PEAK_RESERVED = re.compile(r"^PEAK_GPU_MEMORY_RESERVED_MIB=([0-9.]+)\s*$")
+
+
+def _error_line(lines):
+    """The line that names the failure: the last exception line, else the last line."""
+    useful = [line.strip() for line in lines if line.strip() and not line.startswith("PEAK_GPU_MEMORY")]
+    for line in reversed(useful):
+        if re.search(r"(Error|Exception|error:)", line) and not line.startswith("File "):
+            return line[:500]
+    return useful[-1][:500] if useful else ""
+
+
+def parse_output(text):
+    """words/s of the last train_inner line (else the epoch's train line), peak memory, error line."""
+    lines = text.splitlines()
+    result = {"wps": None, "wps_source": None, "train_inner_lines": 0, "num_updates": None,
+              "peak_gpu_mem_mib": None, "peak_gpu_reserved_mib": None}
+    last_inner = last_train = None
+    for line in lines:
+        m = _TRAIN_INNER.search(line)
+        if m:
+            result["train_inner_lines"] += 1
+            last_inner = m.group(1)
+            continue
+        m = _TRAIN_END.search(line)
+        if m:
+            last_train = m.group(1)
+            continue
+        m = _PEAK.match(line.strip())
+        if m:
+            result["peak_gpu_mem_mib"] = float(m.group(1))
+        m = _PEAK_RESERVED.match(line.strip())
+        if m:
+            result["peak_gpu_reserved_mib"] = float(m.group(1))
+    try:
+        if last_inner is not None:
+            stats = json.loads(last_inner)
+            result.update(wps=float(stats["wps"]), wps_source="train_inner", num_updates=int(stats["num_updates"]))
+        elif last_train is not None:  # no train_inner line (max_update < log_interval): epoch average
+            stats = json.loads(last_train)
+            result.update(wps=float(stats["train_wps"]), wps_source="train",
+                          num_updates=int(stats["train_num_updates"]))
+    except (ValueError, KeyError):
+        pass
+    result["error_line"] = _error_line(lines)
+    return result
+
+
+def run_training(cmd, log_path, timeout, env=None):
+    """Run one fairseq-train subprocess; returns parse_output's dict plus rc, wall_s and error."""
+    started = time.time()
+    # in a temporary folder: fairseq writes checkpoints/crash.pt there on some failures
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as workdir:
+        out_path = os.path.join(workdir, "output.log")
+        with open(out_path, "w") as out:
+            proc = subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)
+            timed_out = False
+            try:
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session: only this run's processes
+                rc = proc.wait()
+        with open(out_path, errors="replace") as f:
+            text = f.read()
+    result = parse_output(text)
+    result.update(rc=rc, wall_s=round(time.time() - started, 1))
+    error = None
+    if timed_out:
+        error = f"timeout after {timeout}s"
+    elif rc != 0:
+        error = result["error_line"] or f"exit status {rc}"
+    elif result["wps"] is None:
+        error = "no train_inner or train line in the output"
+    if error and ("out of memory" in error.lower() or "OutOfMemoryError" in error):
+        result["oom"] = True
+    result["error"] = error
+    del result["error_line"]
+    tail = text.splitlines()[-LOG_TAIL_LINES:]
+    atomic_write_text(log_path, "# " + shlex.join(cmd) + "\n" + "\n".join(tail) + "\n")
+    return result
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _umask_mode():
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write_text(path, text):
+    """Write via a temp file in the same folder and os.replace: readers never see a partial file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_jsonl(path, records):
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def _table(records, metric, fmt, ratio_pairs):
+    names = list(dict.fromkeys(r["model"] for r in records))
+    by_key = {(r["n"], r["model"]): r for r in records}
+    ratios = [(f"{a}/{b}", a, b) for a, b in ratio_pairs if a in names and b in names]
+    header = ["n", "B"] + names + [name for name, _, _ in ratios]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for n in sorted({r["n"] for r in records}):
+        row = [str(n), str(next(r["B"] for r in records if r["n"] == n))]
+        for name in names:
+            r = by_key.get((n, name))
+            if r is None:
+                row.append("")
+            elif r.get(metric) is None:
+                row.append("OOM" if r.get("oom") else ("error" if r.get("error") else ""))
+            else:
+                row.append(fmt.format(r[metric]))
+        for _, a, b in ratios:
+            ra, rb = by_key.get((n, a)), by_key.get((n, b))
+            ok = ra and rb and ra.get(metric) and rb.get(metric)
+            row.append(f"{ra[metric] / rb[metric]:.2f}x" if ok else "")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def ratio_pairs(records):
+    pairs = []
+    for r in records:
+        if r["base_model"] == "ours":
+            pair_ro = (r["model"], "roberta")
+            pair_ref = (r["model"], f"reference_k{r['k']}")
+            pairs += [p for p in (pair_ro, pair_ref) if p not in pairs]
+    return pairs
+
+
+def markdown_report(records):
+    pairs = ratio_pairs(records)
+    sections = [
+        "# Training throughput (fairseq-train, dummy_masked_lm)", "",
+        "words/s: the last train_inner interval (the first, with its warm-up, is left out); "
+        "peak memory: torch.cuda.max_memory_allocated over the whole run. "
+        "Ratios are ours / other: above 1x, ours is faster (words/s) or larger (memory).", "",
+        "## words/s", "", _table(records, "wps", "{:.0f}", pairs), "",
+        "## peak GPU memory (MiB)", "", _table(records, "peak_gpu_mem_mib", "{:.0f}", pairs),
+    ]
+    errors = [r for r in records if r.get("error")]
+    if errors:
+        sections += ["", "## Errors", ""] + [f"- {r['model']} n={r['n']}: {r['error']} ({r['log']})" for r in errors]
+    return "\n".join(sections) + "\n"
+
+
+def max_length_report(attempts, summary):
+    lines = ["# Longest trainable sequence (batch size 1)", "",
+             "| model | longest n trained | peak MiB there | first failing n | its error |", "|---|---|---|---|---|"]
+    for s in summary:
+        peak = "" if s.get("peak_gpu_mem_mib") is None else f"{s['peak_gpu_mem_mib']:.0f}"
+        error = (s["error"] or "").replace("|", "/")[:200]
+        lines.append(f"| {s['model']} | {s['max_n'] or '-'} | {peak} | {s['failed_n'] or '-'} | {error} |")
+    lines += ["", "## Attempts", "", "| model | n | ok | peak MiB | wall s | error |", "|---|---|---|---|---|---|"]
+    for a in attempts:
+        peak = "" if a.get("peak_gpu_mem_mib") is None else f"{a['peak_gpu_mem_mib']:.0f}"
+        lines.append(f"| {a['model']} | {a['n']} | {'yes' if not a.get('error') else 'no'} | {peak} | "
+                     f"{a['wall_s']} | {(a.get('error') or '').replace('|', '/')[:120]} |")
+    return "\n".join(lines) + "\n"
+
+
+def environment(args, argv):
+    env = {
+        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join([sys.executable, os.path.abspath(__file__)] + list(argv)),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": args.device,
+        "fairseq_dir": fairseq_package_dir(),
+        "fairseq_linformer_src": fairseq_linformer_src_dir(),
+    }
+    for dist in ("fairseq", "fairseq-fixed", "torch"):
+        try:
+            env[f"{dist}_version"] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    import torch
+
+    env["torch"] = torch.__version__
+    env["cuda"] = torch.version.cuda
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env.update(gpu=props.name, gpu_memory_mib=props.total_memory // 2**20, gpu_count=torch.cuda.device_count())
+    return env
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--lengths", nargs="+", type=int, default=[512, 2048, 8192, 32768])
+    p.add_argument("--ks", nargs="+", type=int, default=[128])
+    p.add_argument("--tokens", type=int, default=65536, help="tokens per batch: batch size = tokens // n")
+    p.add_argument("--max-update", type=int, default=60)
+    p.add_argument("--log-interval", type=int, default=10)
+    p.add_argument("--extra-args", default="", help="passed to every fairseq-train run, e.g. '--bf16'")
+    p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda if available")
+    p.add_argument("--small", action="store_true", help="tiny models (2 layers, 64 dim) for smoke tests")
+    p.add_argument("--arch-override", action="append", default=[], metavar="MODEL=ARCH",
+                   help="e.g. ours=linformer_roberta_tiny (repeatable)")
+    p.add_argument("--fixed-vocab", action="store_true",
+                   help="keep --dict-size at 49996 by wrapping dummy_masked_lm's token ids (otherwise the "
+                        "dictionary, and the LM head, grow with n beyond 49996)")
+    p.add_argument("--timeout", type=int, default=1800, help="seconds per fairseq-train run")
+    p.add_argument("--python", default=sys.executable, help="the Python that runs fairseq-train")
+    p.add_argument("--out-dir", default="benchmarks/train")
+    p.add_argument("--find-max-length", action="store_true")
+    p.add_argument("--max-length-start", type=int, default=8192)
+    p.add_argument("--max-length-limit", type=int, default=262144)
+    p.add_argument("--max-length-updates", type=int, default=3)
+    args = p.parse_args(argv)
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        args.arch_overrides = dict(item.split("=", 1) for item in args.arch_override)
+    except ValueError:
+        p.error("--arch-override takes MODEL=ARCH")
+    return args
+
+
+def _child_env(args):
+    env = dict(os.environ)
+    # the plugin imports without installation too
+    env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if args.fixed_vocab:
+        env["BENCH_WRAP_TOKEN_IDS"] = "1"
+    return env
+
+
+def _run(args, spec, n, bsz, max_update, log_interval, log_name):
+    name, base_model, k, flags = spec
+    cmd = train_command(flags, base_model, k, n, bsz, max_update, log_interval, args.device, args.small,
+                        args.fixed_vocab, args.extra_args, args.python)
+    log_path = os.path.join(args.out_dir, "logs", log_name)
+    result = run_training(cmd, log_path, args.timeout, _child_env(args))
+    record = {"model": name, "base_model": base_model, "k": k, "n": n, "B": bsz, "tokens": n * bsz,
+              "max_update": max_update}
+    record.update(result)
+    record["log"] = os.path.relpath(log_path, args.out_dir)
+    record["command"] = shlex.join(cmd)
+    if base_model == "reference" and n % k:
+        record["note"] = f"the reference projects to n // (n // k) = {n // (n // k)} rows, not k"
+    return record
+
+
+def sweep(args, specs):
+    records = []
+    cases = [(spec, n) for n in args.lengths for spec in specs if spec[2] is None or spec[2] <= n]
+    for i, (spec, n) in enumerate(cases, 1):
+        bsz = max(1, args.tokens // n)
+        # a train_inner line needs log_interval updates; a smoke run with fewer logs its only interval
+        log_interval = max(1, min(args.log_interval, args.max_update))
+        record = _run(args, spec, n, bsz, args.max_update, log_interval, f"{spec[0]}_{n}.log")
+        records.append(record)
+        write_jsonl(os.path.join(args.out_dir, "results.jsonl"), records)
+        wps, peak = record["wps"], record["peak_gpu_mem_mib"]
+        print(f"[{i}/{len(cases)}] {spec[0]:16s} n={n:6d} B={bsz:4d}: "
+              f"{'-' if wps is None else f'{wps:.0f}'} words/s, "
+              f"peak {'-' if peak is None else f'{peak:.0f}'} MiB, {record['wall_s']} s"
+              + (f"  [{record['error']}]" if record.get("error") else ""), flush=True)
+        if record["train_inner_lines"] == 1 and args.max_update > log_interval:
+            print("  note: only one train_inner line, so its words/s include the warm-up", flush=True)
+    report = markdown_report(records)
+    atomic_write_text(os.path.join(args.out_dir, "results.md"), report)
+    return records, report
+
+
+def find_max_length(args, specs):
+    attempts, summary = [], []
+    jsonl = os.path.join(args.out_dir, "max_length_results.jsonl")
+    for spec in specs:
+        best = {"model": spec[0], "max_n": None, "peak_gpu_mem_mib": None, "failed_n": None, "error": None}
+        n = args.max_length_start
+        while n <= args.max_length_limit:
+            record = _run(args, spec, n, 1, args.max_length_updates, 1, f"maxlen_{spec[0]}_{n}.log")
+            record["mode"] = "find_max_length"
+            attempts.append(record)
+            write_jsonl(jsonl, attempts)
+            print(f"{spec[0]:16s} n={n:7d}: {'ok' if not record.get('error') else record['error']}"
+                  f" ({record['wall_s']} s)", flush=True)
+            if record.get("error"):
+                best.update(failed_n=n, error=record["error"])
+                break
+            best.update(max_n=n, peak_gpu_mem_mib=record["peak_gpu_mem_mib"])
+            n *= 2
+        summary.append(best)
+    report = max_length_report(attempts, summary)
+    atomic_write_text(os.path.join(args.out_dir, "max_length_results.md"), report)
+    atomic_write_text(os.path.join(args.out_dir, "max_length_summary.json"), json.dumps(summary, indent=2) + "\n")
+    return attempts, summary, report
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    os.makedirs(args.out_dir, exist_ok=True)
+    specs = model_specs(args.models, args.ks, args.arch_overrides)
+    env_name = "max_length_env.json" if args.find_max_length else "env.json"
+    atomic_write_text(os.path.join(args.out_dir, env_name), json.dumps(environment(args, argv), indent=2) + "\n")
+    if args.find_max_length:
+        _, _, report = find_max_length(args, specs)
+    else:
+        _, report = sweep(args, specs)
+    print()
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""CPU smoke tests of scripts/benchmark_attention.py and scripts/benchmark_train.py (tiny sizes).
+
+They check that every expected case gives one record with positive numbers and that the report
+files are written; the real runs (GPU, default sizes) are too long for the test suite.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(REPO_ROOT, "scripts")
+
+
+def _load_script(name):
+    spec = importlib.util.spec_from_file_location(f"_test_{name}", os.path.join(SCRIPTS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_benchmark_attention_cpu_smoke(tmp_path):
+    bench = _load_script("benchmark_attention")
+    out = tmp_path / "attention"
+    args = ["--device", "cpu", "--dtypes", "fp32", "--lengths", "64", "128", "--tokens", "256", "--ks", "16",
+            "--embed-dim", "64", "--heads", "4", "--repeat", "2", "--warmup", "1", "--out-dir", str(out)]
+    bench.main(args)
+
+    records = _read_jsonl(out / "results.jsonl")
+    expected = bench.expected_cases(["ours", "fq_linf", "fq_mha", "sdpa_full"], [64, 128], [16], ["fp32"])
+    assert len(expected) == 8
+    assert sorted((r["impl"], r["n"], r["k"], r["dtype"]) for r in records) == sorted(expected)
+    for r in records:
+        assert "error" not in r, r
+        assert r["B"] == 256 // r["n"]
+        assert r["fwd_ms"] > 0 and r["train_ms"] > 0, r
+        assert r["fwd_mem_mb"] == 0 and r["train_mem_mb"] == 0  # no CUDA: memory is not measured
+
+    report = (out / "results.md").read_text()
+    assert "fq_linf/ours k=16" in report and "fq_mha/ours k=16" in report
+    env = json.loads((out / "env.json").read_text())
+    assert env["device"] == "cpu" and env["torch"]
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (out / "time_fp32.png").stat().st_size > 0
+        assert (out / "memory_fp32.png").stat().st_size > 0
+
+    # the building blocks, as another script would call them
+    record = bench.time_case("fq_linf", 64, 32, "fp32", 128, embed_dim=32, num_heads=2, device="cpu",
+                             warmup=0, repeat=1)
+    assert record["B"] == 2 and record["fwd_ms"] > 0 and "error" not in record
+
+
+def test_benchmark_train_cpu_smoke(tmp_path):
+    out = tmp_path / "train"
+    cmd = [sys.executable, os.path.join(SCRIPTS, "benchmark_train.py"), "--device", "cpu", "--small",
+           "--lengths", "64", "--tokens", "256", "--max-update", "3", "--ks", "16", "--out-dir", str(out)]
+    proc = subprocess.run(cmd, cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    records = _read_jsonl(out / "results.jsonl")
+    assert [r["model"] for r in records] == ["ours_k16", "reference_k16", "roberta"]
+    for r in records:
+        assert r["error"] is None and r["rc"] == 0, r
+        assert r["n"] == 64 and r["B"] == 4
+        assert r["wps"] > 0 and r["num_updates"] == 3, r
+        assert r["peak_gpu_mem_mib"] is None  # printed only where CUDA is available
+        log = (out / r["log"]).read_text().splitlines()
+        assert 0 < len(log) <= 201 and "train_inner" in "\n".join(log)
+    assert "--compressed-dim 16" in records[0]["command"] and "--compressed 4" in records[1]["command"]
+    report = (out / "results.md").read_text()
+    assert "ours_k16/roberta" in report and "ours_k16/reference_k16" in report
+    assert (out / "env.json").exists()
+
+
+def test_benchmark_train_parses_fairseq_output():
+    """The GPU-only lines (peak memory, OOM) that the CPU smoke run cannot produce."""
+    bench = _load_script("benchmark_train")
+    inner = '{"epoch": 1, "update": 0.1, "wps": "%s", "num_updates": "%d"}'
+    text = "\n".join([
+        "2026-01-01 00:00:00 | INFO | train_inner | " + inner % ("100.5", 10),
+        "2026-01-01 00:00:01 | INFO | train_inner | " + inner % ("2000.0", 20),
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1, in <module>',
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.",
+        "PEAK_GPU_MEMORY_MIB=1234.5",
+        "PEAK_GPU_MEMORY_RESERVED_MIB=2048.0",
+    ])
+    parsed = bench.parse_output(text)
+    assert parsed["wps"] == 2000.0 and parsed["num_updates"] == 20 and parsed["train_inner_lines"] == 2
+    assert parsed["peak_gpu_mem_mib"] == 1234.5 and parsed["peak_gpu_reserved_mib"] == 2048.0
+    assert parsed["error_line"].startswith("torch.OutOfMemoryError")
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
