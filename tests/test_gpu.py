@@ -1,0 +1,75 @@
+"""GPU behaviour: half precision against fp32, and the SDPA kernels against the explicit path.
+Marked `gpu`: skipped where CUDA is not available (CI)."""
+
+import pytest
+import torch
+
+from conftest import build_tiny_model
+from linformer_plugin.modules import LinformerSelfAttention, SequenceProjection
+
+pytestmark = pytest.mark.gpu
+HALF = [torch.float16, torch.bfloat16]
+
+
+def relative_error(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def attention(sharing="headwise", C=768, H=12, n=1024, k=128):
+    torch.manual_seed(0)
+    shared = SequenceProjection(n, k, num_maps=1).cuda() if sharing == "layerwise" else None
+    return LinformerSelfAttention(C, H, max_positions=n, compressed_dim=k, shared_kv=sharing == "kv",
+                                  shared_projection=shared).cuda(), shared
+
+
+def padding_mask(bsz, n, device="cuda"):
+    lengths = torch.randint(n // 4, n + 1, (bsz,), device=device)
+    lengths[0] = n
+    return torch.arange(n, device=device)[None, :] >= lengths[:, None]
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("sharing", ["headwise", "kv", "layerwise"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_half_precision_matches_fp32(dtype, sharing, padded):
+    attn, shared = attention(sharing)
+    x = torch.randn(1024, 4, 768, device="cuda")
+    mask = padding_mask(4, 1024) if padded else None
+    reference, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)
+    attn.to(dtype)
+    if shared is not None:
+        shared.to(dtype)
+    xh = x.to(dtype).requires_grad_()
+    out, _ = attn(xh, xh, xh, key_padding_mask=mask, need_weights=False)
+    assert out.dtype == dtype
+    assert relative_error(out, reference) < (1e-2 if dtype == torch.float16 else 3e-2)
+    out.float().pow(2).mean().backward()
+    assert torch.isfinite(xh.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in attn.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, *HALF])
+def test_sdpa_kernels_equal_explicit_path(dtype):
+    attn, _ = attention()
+    attn.to(dtype)
+    x = torch.randn(1024, 4, 768, device="cuda", dtype=dtype)
+    fast, _ = attn(x, x, x, need_weights=False)
+    explicit, weights = attn(x, x, x, need_weights=True)
+    assert weights.shape == (4, 1024, 128)
+    assert relative_error(fast, explicit) < (1e-4 if dtype == torch.float32 else 1e-2)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_model_half_precision_and_padding_invariance(dtype):
+    model, d = build_tiny_model(max_positions=256, compressed_dim=32)
+    model = model.cuda()
+    tokens = torch.randint(d.nspecial, len(d) - 1, (3, 256), device="cuda")
+    reference = model(tokens, features_only=True)[0]
+    model.to(dtype)
+    out = model(tokens, features_only=True)[0]
+    assert relative_error(out, reference) < 3e-2
+    padded = tokens.clone()
+    padded[1, 100:] = d.pad()
+    alone = model(tokens[1:2, :100], features_only=True)[0]
+    in_batch = model(padded, features_only=True)[0][1:2, :100]
+    assert relative_error(in_batch, alone) < 1e-2
