@@ -37,7 +37,6 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WRAPPER = os.path.join(REPO_ROOT, "scripts", "_train_with_peak_memory.py")
 PLUGIN_DIR = os.path.join(REPO_ROOT, "linformer_plugin")
 MODELS = ("ours", "reference", "roberta")
-LINFORMER_MODELS = ("ours", "reference")
 DEFAULT_DICT_SIZE = 49996  # dummy_masked_lm's default
 TINY_FLAGS = ["--encoder-layers", "2", "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
               "--encoder-attention-heads", "2"]
@@ -86,7 +85,7 @@ def model_specs(models, ks, arch_overrides=None):
 
 
 def train_command(base_flags, base_model, k, n, bsz, max_update, log_interval, device, small=False,
-                  fixed_vocab=False, extra_args="", python=sys.executable):
+                  fixed_vocab=False, extra_args="", python=sys.executable, precision="fp16"):
     """The subprocess command line for one fairseq-train run."""
     dict_size = DEFAULT_DICT_SIZE if fixed_vocab else max(DEFAULT_DICT_SIZE, n + 8)  # ids go up to n + 1
     cmd = [python, WRAPPER] + list(base_flags) + [
@@ -107,7 +106,10 @@ def train_command(base_flags, base_model, k, n, bsz, max_update, log_interval, d
         cmd += ["--compressed-dim", str(k)]
     elif base_model == "reference":
         cmd += ["--compressed", str(n // k)]  # the reference takes a ratio: k = n // (n // k)
-    cmd += ["--cpu"] if device == "cpu" else ["--fp16"]
+    if device == "cpu":
+        cmd += ["--cpu"]
+    elif precision != "fp32":
+        cmd += [f"--{precision}"]
     if small:
         cmd += TINY_FLAGS
     cmd += shlex.split(extra_args or "")
@@ -311,13 +313,18 @@ def environment(args, argv):
             env[f"{dist}_version"] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             pass
-    import torch
-
-    env["torch"] = torch.__version__
-    env["cuda"] = torch.version.cuda
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        env.update(gpu=props.name, gpu_memory_mib=props.total_memory // 2**20, gpu_count=torch.cuda.device_count())
+    # asked in a child: a CUDA context here would hold GPU memory through all the runs
+    probe = ("import json, torch\n"
+             "env = {'torch': torch.__version__, 'cuda': torch.version.cuda}\n"
+             "if torch.cuda.is_available():\n"
+             "    p = torch.cuda.get_device_properties(0)\n"
+             "    env.update(gpu=p.name, gpu_memory_mib=p.total_memory // 2**20, gpu_count=torch.cuda.device_count())\n"
+             "print(json.dumps(env))\n")
+    try:
+        out = subprocess.run([args.python, "-c", probe], capture_output=True, text=True, timeout=120)
+        env.update(json.loads(out.stdout.strip().splitlines()[-1]))
+    except Exception as exc:  # noqa: BLE001  (env.json is informative only)
+        env["probe_error"] = repr(exc)
     return env
 
 
@@ -332,7 +339,9 @@ def parse_args(argv=None):
     p.add_argument("--tokens", type=int, default=65536, help="tokens per batch: batch size = tokens // n")
     p.add_argument("--max-update", type=int, default=60)
     p.add_argument("--log-interval", type=int, default=10)
-    p.add_argument("--extra-args", default="", help="passed to every fairseq-train run, e.g. '--bf16'")
+    p.add_argument("--extra-args", default="", help="passed to every fairseq-train run")
+    p.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default="fp16",
+                   help="on CUDA: fairseq's --fp16 (default), --bf16, or neither (CPU runs are fp32)")
     p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda if available")
     p.add_argument("--small", action="store_true", help="tiny models (2 layers, 64 dim) for smoke tests")
     p.add_argument("--arch-override", action="append", default=[], metavar="MODEL=ARCH",
@@ -371,7 +380,7 @@ def _child_env(args):
 def _run(args, spec, n, bsz, max_update, log_interval, log_name):
     name, base_model, k, flags = spec
     cmd = train_command(flags, base_model, k, n, bsz, max_update, log_interval, args.device, args.small,
-                        args.fixed_vocab, args.extra_args, args.python)
+                        args.fixed_vocab, args.extra_args, args.python, args.precision)
     log_path = os.path.join(args.out_dir, "logs", log_name)
     result = run_training(cmd, log_path, args.timeout, _child_env(args))
     record = {"model": name, "base_model": base_model, "k": k, "n": n, "B": bsz, "tokens": n * bsz,
