@@ -17,6 +17,7 @@ import os
 import sys
 
 _reported = False
+_peak_before_resets = 0  # fairseq's Trainer resets the peak after every step (for its gb_free)
 
 
 def report_peak_memory():
@@ -28,10 +29,24 @@ def report_peak_memory():
         import torch
 
         if torch.cuda.is_available():
-            print(f"PEAK_GPU_MEMORY_MIB={torch.cuda.max_memory_allocated() / 2**20:.1f}", flush=True)
+            peak = max(_peak_before_resets, torch.cuda.max_memory_allocated())
+            print(f"PEAK_GPU_MEMORY_MIB={peak / 2**20:.1f}", flush=True)
             print(f"PEAK_GPU_MEMORY_RESERVED_MIB={torch.cuda.max_memory_reserved() / 2**20:.1f}", flush=True)
     except Exception as exc:  # noqa: BLE001  (reporting must never mask the run's own error)
         print(f"PEAK_GPU_MEMORY_ERROR={exc!r}", flush=True)
+
+
+def keep_peak_across_resets():
+    import torch
+
+    reset = torch.cuda.reset_peak_memory_stats
+
+    def reset_keeping_peak(*args, **kwargs):
+        global _peak_before_resets
+        _peak_before_resets = max(_peak_before_resets, torch.cuda.max_memory_allocated())
+        reset(*args, **kwargs)
+
+    torch.cuda.reset_peak_memory_stats = reset_keeping_peak
 
 
 def raise_oom_in_train_step():
@@ -71,6 +86,7 @@ def main():
 
     import fairseq.benchmark  # noqa: F401  (registers dummy_masked_lm; fairseq/__init__ does too)
 
+    keep_peak_across_resets()
     raise_oom_in_train_step()
     if os.environ.get("BENCH_WRAP_TOKEN_IDS") == "1":
         wrap_dummy_token_ids()

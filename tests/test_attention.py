@@ -157,3 +157,20 @@ def test_bad_shapes_are_clear_errors():
         attn(x, x, x, key_padding_mask=torch.zeros(N, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="incremental_state"):
         attn(x, x, x, incremental_state={})
+
+
+def test_long_queries_split_into_chunks_stay_exact():
+    """With few sentences and heads the queries are split into chunks (see query_chunks)."""
+    from linformer_plugin.modules.linformer_attention import query_chunks
+
+    assert query_chunks(1024, 2) == 4 and query_chunks(512, 1536) == 1 and query_chunks(1023, 2) == 1
+    torch.manual_seed(0)
+    attn = LinformerSelfAttention(16, 2, max_positions=1024, compressed_dim=8).double().eval()
+    x = torch.randn(1024, 1, 16, dtype=torch.double, requires_grad=True)
+    out, _ = attn(x, x, x, need_weights=False)
+    explicit, _ = attn(x, x, x, need_weights=True)  # never chunked
+    torch.testing.assert_close(out, explicit, rtol=1e-9, atol=1e-9)
+    grad = torch.randn_like(out)
+    (g_chunked,) = torch.autograd.grad(out, x, grad)
+    (g_explicit,) = torch.autograd.grad(explicit, x, grad)
+    torch.testing.assert_close(g_chunked, g_explicit, rtol=1e-9, atol=1e-9)

@@ -139,28 +139,49 @@ class LinformerSelfAttention(nn.Module):
 
         q = self.q_proj(query)
         k, v = self.project_keys_values(key, value, key_padding_mask)
-
-        heads, head_dim = self.num_heads, self.head_dim
-        # T x B x C -> B x H x T x d as views; SDPA takes the strides
-        q = q.view(tgt_len, bsz, heads, head_dim).permute(1, 2, 0, 3)
-        k = k.view(-1, bsz, heads, head_dim).permute(1, 2, 0, 3)
-        v = v.view(-1, bsz, heads, head_dim).permute(1, 2, 0, 3)
         dropout_p = self.dropout if self.training else 0.0
+        want_weights = need_weights or need_head_weights
+        chunks = 1 if want_weights else query_chunks(tgt_len, bsz * self.num_heads)
+        heads, head_dim = self.num_heads, self.head_dim
+        if chunks == 1:  # T x B x C -> B x H x T x d, as views: SDPA takes the strides
+            q = q.view(tgt_len, bsz, heads, head_dim).permute(1, 2, 0, 3)
+            k, v = (t.view(-1, bsz, heads, head_dim).permute(1, 2, 0, 3) for t in (k, v))
+        else:
+            # Few sentences x heads (long inputs): the attention backward, parallel over key blocks
+            # (here one), would leave most of the GPU idle. Each query attends to all k keys on its
+            # own, so the queries split exactly into chunks that act as extra batch entries:
+            # (chunks, B*H, T/chunks, d), with keys and values broadcast over the chunks.
+            q = q.view(chunks, tgt_len // chunks, bsz * heads, head_dim).transpose(1, 2)
+            k, v = (t.view(-1, bsz * heads, head_dim).transpose(0, 1).expand(chunks, -1, -1, -1) for t in (k, v))
 
         weights = None
-        if need_weights or need_head_weights:
+        if want_weights:
             attn, weights = self._attention_with_weights(q, k, v, dropout_p)
+            weights = weights.transpose(0, 1)  # H x B x T x k
             if not need_head_weights:
                 weights = weights.mean(dim=0)
         else:
             attn = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-        attn = attn.permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim)
+        if chunks == 1:
+            attn = attn.permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim)
+        else:  # (chunks, B*H, T/chunks, d) -> T x B x C
+            attn = attn.transpose(1, 2).reshape(tgt_len, bsz, embed_dim)
         return self.out_proj(attn), weights
 
     @staticmethod
     def _attention_with_weights(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> Tuple[Tensor, Tensor]:
-        """The explicit computation: returns B x H x T x d and the weights as H x B x T x k."""
+        """The explicit computation, returning the softmax weights too (in at least fp32)."""
         scores = (q * q.size(-1) ** -0.5) @ k.transpose(-2, -1)
         weights = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
         probs = F.dropout(weights.type_as(q), p=dropout_p, training=dropout_p > 0)
-        return probs @ v, weights.transpose(0, 1)
+        return probs @ v, weights
+
+
+def query_chunks(tgt_len: int, batch_heads: int, target_blocks: int = 256, min_chunk: int = 256) -> int:
+    """How many equal chunks to split the queries into: enough that chunks x batch x heads fills
+    the GPU in the attention backward, never chunks shorter than ``min_chunk``."""
+    chunks = 1
+    while (batch_heads * chunks < target_blocks and tgt_len % (2 * chunks) == 0
+           and tgt_len // (2 * chunks) >= min_chunk):
+        chunks *= 2
+    return chunks
