@@ -24,7 +24,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 
@@ -35,6 +34,8 @@ from torch import nn
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)  # so linformer_plugin imports without installation
+from linformer_plugin.io import atomic_output, atomic_write_text, write_jsonl  # noqa: E402
+from linformer_plugin.reference import reference_user_dir  # noqa: E402
 
 IMPLS = ("ours", "ours_compiled", "fq_linf", "fq_mha", "sdpa_full")
 LINFORMER_IMPLS = ("ours", "ours_compiled", "fq_linf")  # measured per k; the others once per n
@@ -66,18 +67,6 @@ class SDPAFullAttention(nn.Module):
         return self.out_proj(attn.permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim)), None
 
 
-def fairseq_linformer_src_dir():
-    """fairseq's examples/linformer/linformer_src, or None if this fairseq install lacks the examples."""
-    import fairseq
-
-    package_dir = os.path.dirname(os.path.abspath(fairseq.__file__))
-    for candidate in (
-        os.path.join(package_dir, "examples", "linformer", "linformer_src"),
-        os.path.join(os.path.dirname(package_dir), "examples", "linformer", "linformer_src"),
-    ):
-        if os.path.isdir(candidate):
-            return candidate
-    return None
 
 
 _REFERENCE_CLASS = None
@@ -91,7 +80,7 @@ def load_reference_linear_attention():
     """
     global _REFERENCE_CLASS
     if _REFERENCE_CLASS is None:
-        src = fairseq_linformer_src_dir()
+        src = reference_user_dir()
         path = src and os.path.join(src, "modules", "multihead_linear_attention.py")
         if not path or not os.path.isfile(path):
             raise FileNotFoundError("fairseq's examples/linformer/.../multihead_linear_attention.py not found")
@@ -254,30 +243,10 @@ def time_case(impl, n, k, dtype_name, tokens, embed_dim=768, num_heads=12, devic
 # ----------------------------------------------------------------------------- output
 
 
-def _umask_mode():
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
-def atomic_write_text(path, text):
-    """Write via a temp file in the same folder and os.replace: readers never see a partial file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
-def write_jsonl(path, records):
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def column_label(impl, k):
@@ -380,16 +349,11 @@ def write_plots(records, out_dir):
                     ax.legend(fontsize=8)
             fig.tight_layout()
             path = os.path.join(out_dir, f"{kind}_{dtype}.png")
-            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{kind}_{dtype}.", suffix=".png")
-            os.close(fd)
             try:
-                fig.savefig(tmp, dpi=120, format="png")
-                os.chmod(tmp, _umask_mode())
-                os.replace(tmp, path)
+                with atomic_output(path, "wb") as f:
+                    fig.savefig(f, dpi=120, format="png")
             finally:
                 plt.close(fig)
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
             written.append(path)
     return written
 
@@ -406,7 +370,7 @@ def environment(device, argv):
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "fairseq": getattr(fairseq, "__version__", None),
-        "fairseq_linformer_src": fairseq_linformer_src_dir(),
+        "fairseq_linformer_src": reference_user_dir(),
         "device": str(device),
         "cpu_threads": torch.get_num_threads(),
     }

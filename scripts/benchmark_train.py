@@ -20,7 +20,6 @@ CPU smoke:           python scripts/benchmark_train.py --device cpu --small --le
 
 import argparse
 import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
@@ -34,6 +33,10 @@ import time
 from datetime import datetime, timezone
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)  # so linformer_plugin imports without installation
+from linformer_plugin.io import atomic_write_text, write_jsonl  # noqa: E402
+from linformer_plugin.reference import fairseq_package_dir, reference_user_dir  # noqa: E402
 WRAPPER = os.path.join(REPO_ROOT, "scripts", "_train_with_peak_memory.py")
 PLUGIN_DIR = os.path.join(REPO_ROOT, "linformer_plugin")
 MODELS = ("ours", "reference", "roberta")
@@ -43,23 +46,8 @@ TINY_FLAGS = ["--encoder-layers", "2", "--encoder-embed-dim", "64", "--encoder-f
 LOG_TAIL_LINES = 200
 
 
-def fairseq_package_dir():
-    """Found without importing fairseq (which takes seconds and is only needed in the children)."""
-    spec = importlib.util.find_spec("fairseq")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("fairseq is not installed in this Python")
-    return os.path.abspath(list(spec.submodule_search_locations)[0])
 
 
-def fairseq_linformer_src_dir():
-    package_dir = fairseq_package_dir()
-    for candidate in (
-        os.path.join(package_dir, "examples", "linformer", "linformer_src"),
-        os.path.join(os.path.dirname(package_dir), "examples", "linformer", "linformer_src"),
-    ):
-        if os.path.isdir(candidate):
-            return candidate
-    return None
 
 
 def model_specs(models, ks, arch_overrides=None):
@@ -71,7 +59,7 @@ def model_specs(models, ks, arch_overrides=None):
             arch = arch_overrides.get(model, "linformer_roberta_base")
             specs += [(f"ours_k{k}", model, k, ["--user-dir", PLUGIN_DIR, "--arch", arch]) for k in ks]
         elif model == "reference":
-            src = fairseq_linformer_src_dir()
+            src = reference_user_dir()
             if src is None:
                 raise SystemExit("fairseq's examples/linformer/linformer_src is missing from this install; "
                                  "drop 'reference' from --models")
@@ -207,30 +195,10 @@ def run_training(cmd, log_path, timeout, env=None):
 # ----------------------------------------------------------------------------- output
 
 
-def _umask_mode():
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
-def atomic_write_text(path, text):
-    """Write via a temp file in the same folder and os.replace: readers never see a partial file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
-def write_jsonl(path, records):
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def _table(records, metric, fmt, ratio_pairs):
@@ -306,7 +274,7 @@ def environment(args, argv):
         "platform": platform.platform(),
         "device": args.device,
         "fairseq_dir": fairseq_package_dir(),
-        "fairseq_linformer_src": fairseq_linformer_src_dir(),
+        "fairseq_linformer_src": reference_user_dir(),
     }
     for dist in ("fairseq", "fairseq-fixed", "torch"):
         try:

@@ -7,15 +7,13 @@ import sys
 import pytest
 import torch
 
-import fairseq
 from conftest import REPO, fairseq_cli, run
 from fairseq import checkpoint_utils
+from linformer_plugin.reference import reference_user_dir
 
-REFERENCE_USER_DIR = os.path.join(os.path.dirname(fairseq.__file__), "examples", "linformer", "linformer_src")
+REFERENCE_USER_DIR = reference_user_dir()
 
-pytestmark = pytest.mark.skipif(
-    not os.path.isdir(REFERENCE_USER_DIR), reason="this fairseq install does not ship examples/linformer"
-)
+pytestmark = pytest.mark.skipif(REFERENCE_USER_DIR is None, reason="this fairseq install does not ship examples/linformer")
 
 SHARING_FLAGS = {
     "headwise": [],

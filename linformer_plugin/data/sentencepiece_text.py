@@ -3,23 +3,9 @@ documents for ``--sample-break-mode complete_doc``). Every file is written atomi
 
 import os
 import tempfile
-from contextlib import contextmanager
 from typing import Iterable
 
-
-@contextmanager
-def atomic_output(path: str, mode: str = "w", **kwargs):
-    """Write to a temporary file beside ``path`` and rename it into place only on success."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, mode, **kwargs) as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+from ..io import atomic_output
 
 
 def _check_text_file(path: str):
