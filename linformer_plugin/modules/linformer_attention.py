@@ -141,7 +141,9 @@ class LinformerSelfAttention(nn.Module):
         k, v = self.project_keys_values(key, value, key_padding_mask)
         dropout_p = self.dropout if self.training else 0.0
         want_weights = need_weights or need_head_weights
-        chunks = 1 if want_weights else query_chunks(tgt_len, bsz * self.num_heads)
+        # chunks help the backward only (the forward has enough query blocks as it is)
+        backward = torch.is_grad_enabled() and (query.requires_grad or self.q_proj.weight.requires_grad)
+        chunks = query_chunks(tgt_len, bsz * self.num_heads) if backward and not want_weights else 1
         heads, head_dim = self.num_heads, self.head_dim
         if chunks == 1:  # T x B x C -> B x H x T x d, as views: SDPA takes the strides
             q = q.view(tgt_len, bsz, heads, head_dim).permute(1, 2, 0, 3)
