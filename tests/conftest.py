@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -82,4 +83,27 @@ def data_bin(tmp_path_factory):
         "--only-source", "--trainpref", str(work / "train.spm"), "--validpref", str(work / "valid.spm"),
         "--destdir", str(work / "bin"), "--workers", "1",
     ])
+    shutil.copy(model, work / "bin" / "sentencepiece.bpe.model")  # where the hub looks for it
     return str(work / "bin")
+
+
+def mlm_train_command(data_bin, save_dir, max_update, *extra):
+    """fairseq-train of a tiny linformer_roberta masked LM on CPU."""
+    return fairseq_cli("train") + [
+        data_bin, "--user-dir", os.path.join(REPO, "linformer_plugin"),
+        "--task", "masked_lm", "--criterion", "masked_lm", "--arch", "linformer_roberta_tiny",
+        "--tokens-per-sample", "64", "--compressed-dim", "16", "--sample-break-mode", "none",
+        "--batch-size", "8", "--optimizer", "adam", "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt",
+        "--warmup-updates", "5", "--max-update", str(max_update), "--save-dir", str(save_dir),
+        "--no-epoch-checkpoints", "--num-workers", "0", "--cpu", "--seed", "3", "--log-format", "simple",
+        "--log-interval", "5", *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def trained_mlm(data_bin, tmp_path_factory):
+    """A tiny linformer_roberta trained for 60 updates, validated every 20: (save_dir, log)."""
+    save_dir = tmp_path_factory.mktemp("mlm")
+    log = run(mlm_train_command(data_bin, save_dir, 60, "--validate-interval-updates", "20",
+                                "--save-interval-updates", "20", "--keep-interval-updates", "1"))
+    return save_dir, log

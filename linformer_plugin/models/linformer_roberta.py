@@ -1,6 +1,7 @@
 """``linformer_roberta``: fairseq's RoBERTa with Linformer self-attention, and its architectures."""
 
 import logging
+import os
 
 import torch
 from fairseq import utils
@@ -34,13 +35,52 @@ class LinformerModel(RobertaModel):
 
     @classmethod
     def build_model(cls, args, task):
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(args):  # under fairseq-hydra-train: the defaults add keys
+            OmegaConf.set_struct(args, False)
         base_architecture(args)
         if not safe_hasattr(args, "max_positions") or args.max_positions is None:
             if not safe_hasattr(args, "tokens_per_sample"):
                 args.tokens_per_sample = task.max_positions()
             args.max_positions = args.tokens_per_sample
         encoder = LinformerEncoder(args, task.source_dictionary)
+        if OmegaConf.is_config(args):
+            OmegaConf.set_struct(args, True)
         return cls(args, encoder)
+
+    @classmethod
+    def hub_models(cls):
+        return {}  # no downloadable archives: models are trained locally
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".",
+                        sentencepiece_model=None, **kwargs):
+        """Load a checkpoint for inference: ``LinformerModel.from_pretrained("checkpoints",
+        "checkpoint_best.pt", "data-bin")``. The sentencepiece model is ``sentencepiece_model`` or a
+        ``sentencepiece.bpe.model`` in the model or the data directory."""
+        from fairseq import hub_utils
+
+        from ..hub_interface import LinformerHubInterface
+
+        data_dir = (os.path.join(model_name_or_path, data_name_or_path)
+                    if data_name_or_path.startswith(".") else data_name_or_path)
+        candidates = [os.path.join(d, "sentencepiece.bpe.model") for d in (model_name_or_path, data_dir)]
+        if sentencepiece_model is None:
+            sentencepiece_model = next((c for c in candidates if os.path.isfile(c)), None)
+            if sentencepiece_model is None:
+                raise FileNotFoundError(
+                    f"no sentencepiece model for {model_name_or_path}: pass sentencepiece_model=PATH "
+                    f"or put sentencepiece.bpe.model in the model or data directory (looked at {candidates})"
+                )
+        elif not os.path.isfile(sentencepiece_model):
+            raise FileNotFoundError(f"sentencepiece_model not found: {sentencepiece_model}")
+        loaded = hub_utils.from_pretrained(
+            model_name_or_path, checkpoint_file, data_name_or_path, archive_map=cls.hub_models(),
+            bpe="sentencepiece", sentencepiece_model=os.path.abspath(sentencepiece_model),
+            load_checkpoint_heads=True, **kwargs,
+        )
+        return LinformerHubInterface(loaded["args"], loaded["task"], loaded["models"][0])
 
 
 class LinformerEncoder(RobertaEncoder):
@@ -56,8 +96,16 @@ class LinformerEncoder(RobertaEncoder):
         return encoder
 
     def upgrade_state_dict_named(self, state_dict, name):
-        super().upgrade_state_dict_named(state_dict, name)
         prefix = name + "." if name != "" else ""
+        embed_key = f"{prefix}sentence_encoder.embed_tokens.weight"
+        if embed_key in state_dict and state_dict[embed_key].size(0) != len(self.dictionary):
+            raise ValueError(
+                f"the checkpoint's vocabulary has {state_dict[embed_key].size(0)} entries but the data's "
+                f"dictionary has {len(self.dictionary)}: the data was binarized with another "
+                "dictionary. Binarize it with --srcdict set to the pretraining data's dict.txt "
+                "(scripts/prepare_classification_data.py --dict does this)."
+            )
+        super().upgrade_state_dict_named(state_dict, name)
         version = utils.item(state_dict.get(f"{prefix}version", torch.tensor(1)))
         if version < CHECKPOINT_VERSION:
             upgrade_reference_state_dict(state_dict, prefix + "sentence_encoder.", self.sentence_encoder.options)
