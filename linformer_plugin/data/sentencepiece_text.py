@@ -1,11 +1,13 @@
 """Raw text -> sentencepiece pieces, one line in, one line out (blank lines kept: they separate
 documents for ``--sample-break-mode complete_doc``). Every file is written atomically."""
 
+import itertools
 import os
 import tempfile
-from typing import Iterable
+from typing import Iterable, Optional
 
 from ..io import atomic_output
+from .common import DataPrepError, Progress
 
 
 def _check_text_file(path: str):
@@ -47,17 +49,32 @@ def train_sentencepiece(inputs: Iterable[str], model_prefix: str, vocab_size: in
     return model_prefix + ".model"
 
 
-def encode_file(model: str, src: str, dst: str) -> int:
-    """Encode ``src`` into space-separated pieces in ``dst``; returns the number of lines."""
+def encode_file(model: str, src: str, dst: str, progress_min_bytes: Optional[int] = None,
+                batch_lines: int = 2000) -> int:
+    """Encode ``src`` into space-separated pieces in ``dst``; returns the number of lines.
+
+    With ``progress_min_bytes`` set, inputs at least that large print a percentage to stderr.
+    """
     import sentencepiece as spm
 
     _check_text_file(src)
     processor = spm.SentencePieceProcessor(model_file=model)
+    size = os.path.getsize(src)
+    progress = Progress(f"encoding {src}", size, progress_min_bytes is not None and size >= progress_min_bytes)
     lines = 0
     with open(src, encoding="utf-8") as fin, atomic_output(dst, encoding="utf-8") as fout:
-        for line in fin:
-            line = line.strip()
-            fout.write(" ".join(processor.encode(line, out_type=str)) if line else "")
-            fout.write("\n")
-            lines += 1
+        while True:
+            try:
+                batch = [line.strip() for line in itertools.islice(fin, batch_lines)]
+            except UnicodeDecodeError as e:
+                raise DataPrepError(f"{src} is not UTF-8 text ({e.reason}, somewhere after line {lines})") from None
+            if not batch:
+                break
+            # a batch is encoded on all cores; empty lines give no pieces, hence an empty line
+            for pieces in processor.encode(batch, out_type=str):
+                fout.write(" ".join(pieces))
+                fout.write("\n")
+            lines += len(batch)
+            progress.update(fin.buffer.tell(), lines)  # the byte position read so far
+    progress.finish(lines)
     return lines

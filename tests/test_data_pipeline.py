@@ -1,0 +1,299 @@
+"""scripts/prepare_{pretraining,classification}_data.py: raw text / GLUE tsv -> data-bins fairseq reads.
+
+fairseq-preprocess costs ~8 s of imports per run here, so the data-bins are built once per module
+and the error cases are ones caught before it runs.
+"""
+
+import filecmp
+import importlib.util
+import os
+import shutil
+import sys
+
+import pytest
+import sentencepiece as spm
+from conftest import QUICKSTART_DATA, REPO
+from fairseq.data import Dictionary, data_utils
+
+from linformer_plugin.data import common, pretraining
+from linformer_plugin.data.classification import prepare_classification_data
+from linformer_plugin.data.common import DataPrepError, PreprocessError
+from linformer_plugin.data.pretraining import prepare_pretraining_data
+from linformer_plugin.data.sentencepiece_text import encode_file
+
+SST2 = os.path.join(REPO, "tests", "data", "sst2_tiny")
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def leftovers(directory):
+    """Temporary build / old directories that a finished or failed run should not leave."""
+    return [name for name in os.listdir(directory) if name.startswith(".")]
+
+
+def write_tsv(path, header, rows):
+    path.write_text("".join("\t".join(map(str, fields)) + "\n" for fields in [header, *rows]), encoding="utf-8")
+    return str(path)
+
+
+def read_rows(path):
+    lines = open(path, encoding="utf-8").read().splitlines()
+    return [line.split("\t") for line in lines[1:]]
+
+
+@pytest.fixture(scope="module")
+def raw_text(tmp_path_factory):
+    work = tmp_path_factory.mktemp("raw")
+    paths = {}
+    for split, limit in (("train", 100_000), ("valid", 20_000)):
+        text = open(os.path.join(QUICKSTART_DATA, f"{split}.txt"), encoding="utf-8").read()[:limit]
+        paths[split] = work / f"{split}.txt"
+        paths[split].write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+    return {split: str(path) for split, path in paths.items()}
+
+
+@pytest.fixture(scope="module")
+def pretrain_bin(raw_text, tmp_path_factory):
+    dest = tmp_path_factory.mktemp("pretrain") / "data-bin"
+    load_script("prepare_pretraining_data").main([
+        "--train", raw_text["train"], "--valid", raw_text["valid"], "--destdir", str(dest),
+        "--vocab-size", "1000", "--workers", "1"])
+    return str(dest)
+
+
+@pytest.fixture(scope="module")
+def sst2_bin(pretrain_bin, tmp_path_factory):
+    dest = tmp_path_factory.mktemp("sst2") / "SST-2-bin"
+    load_script("prepare_classification_data").main([
+        "--train", f"{SST2}/train.tsv", "--dev", f"{SST2}/dev.tsv", "--test", f"{SST2}/test.tsv",
+        "--pretraining-data", pretrain_bin, "--destdir", str(dest), "--workers", "1"])
+    return str(dest)
+
+
+def sentence_prediction_task(data, num_classes):
+    from omegaconf import OmegaConf
+    from fairseq.tasks.sentence_prediction import SentencePredictionConfig, SentencePredictionTask
+
+    cfg = SentencePredictionConfig(data=data, num_classes=num_classes, regression_target=False, init_token=0,
+                                   separator_token=2, max_positions=512, no_shuffle=True, seed=1)
+    return SentencePredictionTask.setup_task(OmegaConf.structured(cfg))
+
+
+# ---------------------------------------------------------------------------------------- pretraining
+
+
+def test_pretraining_data_bin(pretrain_bin, raw_text):
+    names = set(os.listdir(pretrain_bin))
+    assert {"dict.txt", "train.bin", "train.idx", "valid.bin", "valid.idx", "sentencepiece.bpe.model"} <= names
+    assert not any(name.startswith("test.") or name.startswith("_") for name in names)
+    assert leftovers(os.path.dirname(pretrain_bin)) == []
+    # the first training line, binarized, is the sentencepiece encoding of the raw line
+    dictionary = Dictionary.load(os.path.join(pretrain_bin, "dict.txt"))
+    train = data_utils.load_indexed_dataset(os.path.join(pretrain_bin, "train"), dictionary)
+    first = open(raw_text["train"], encoding="utf-8").readline().strip()
+    processor = spm.SentencePieceProcessor(model_file=os.path.join(pretrain_bin, "sentencepiece.bpe.model"))
+    assert dictionary.string(train[0]) == " ".join(processor.encode(first, out_type=str))
+
+
+def test_existing_destdir_is_refused_without_force(pretrain_bin, raw_text, capsys):
+    before = os.stat(os.path.join(pretrain_bin, "dict.txt")).st_mtime_ns
+    with pytest.raises(SystemExit) as exit_info:
+        load_script("prepare_pretraining_data").main(["--train", raw_text["train"], "--destdir", pretrain_bin])
+    assert exit_info.value.code == 1
+    assert "already exists and is not empty; pass --force" in capsys.readouterr().err
+    assert os.stat(os.path.join(pretrain_bin, "dict.txt")).st_mtime_ns == before
+
+
+def test_force_replaces_destdir(pretrain_bin, raw_text, tmp_path):
+    """Reusing the model and dictionary rebuilds the same data; the stale directory is gone whole."""
+    model, vocab = shutil.copy(f"{pretrain_bin}/sentencepiece.bpe.model", tmp_path), shutil.copy(
+        f"{pretrain_bin}/dict.txt", tmp_path)
+    dest = tmp_path / "data-bin"
+    dest.mkdir()
+    (dest / "stale.txt").write_text("from an earlier run")
+    prepare_pretraining_data(str(dest), raw_text["train"], raw_text["valid"], spm_model=model, srcdict=vocab,
+                             force=True, log=None)
+    assert not (dest / "stale.txt").exists()
+    for name in ("dict.txt", "train.bin", "train.idx", "valid.bin", "sentencepiece.bpe.model"):
+        assert filecmp.cmp(dest / name, os.path.join(pretrain_bin, name), shallow=False), name
+    assert leftovers(tmp_path) == []
+
+
+def test_force_refuses_inputs_inside_destdir(pretrain_bin, raw_text):
+    with pytest.raises(DataPrepError, match="lies inside .* which --force would delete"):
+        prepare_pretraining_data(pretrain_bin, raw_text["train"], srcdict=f"{pretrain_bin}/dict.txt",
+                                 spm_model=f"{pretrain_bin}/sentencepiece.bpe.model", force=True, log=None)
+    assert os.path.exists(f"{pretrain_bin}/dict.txt")
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "vocab-too-large", "vocab-too-small", "wrong-dict"])
+def test_pretraining_input_errors(case, raw_text, pretrain_bin, tmp_path):
+    train, valid, options = raw_text["train"], raw_text["valid"], {"vocab_size": 1000}
+    if case == "missing":
+        train, expected = str(tmp_path / "nope.txt"), "train file not found: .*nope.txt"
+    elif case == "empty":
+        (tmp_path / "valid.txt").write_text("")
+        valid, expected = str(tmp_path / "valid.txt"), "valid file is empty: .*valid.txt"
+    elif case == "vocab-too-large":
+        options, expected = {"vocab_size": 50_000}, "--vocab-size 50000 is too large .* lower --vocab-size"
+    elif case == "vocab-too-small":
+        options, expected = {"vocab_size": 20}, "--vocab-size 20 is too small .* raise --vocab-size to at least"
+    else:  # a dictionary from another tokenizer: GPT-2 BPE ids, as in fairseq's RoBERTa dict.txt
+        (tmp_path / "dict.txt").write_text("".join(f"{i} {1000 - i}\n" for i in range(13, 900)))
+        options = {"spm_model": f"{pretrain_bin}/sentencepiece.bpe.model", "srcdict": str(tmp_path / "dict.txt")}
+        expected = "the sentencepiece model does not match the dictionary"
+    dest = tmp_path / "data-bin"
+    with pytest.raises(DataPrepError, match=expected):
+        prepare_pretraining_data(str(dest), train, valid, log=None, **options)
+    assert not dest.exists() and leftovers(tmp_path) == []
+
+
+def test_cli_rejects_training_options_with_spm_model(raw_text, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_script("prepare_pretraining_data").main([
+            "--train", raw_text["train"], "--destdir", "unused", "--spm-model", "m.model", "--vocab-size", "10"])
+    assert exit_info.value.code == 2 and "don't apply with --spm-model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("failure", ["preprocess-fails", "interrupt"])
+@pytest.mark.parametrize("existing", [False, True])
+def test_interrupted_run_leaves_no_destdir(failure, existing, raw_text, tmp_path, monkeypatch):
+    """A failed or interrupted build leaves neither a destdir nor a temporary one; an old one survives."""
+    if failure == "preprocess-fails":
+        monkeypatch.setattr(common, "preprocess_command",
+                            lambda: [sys.executable, "-c", "import sys; sys.exit('simulated failure')"])
+        expected = (PreprocessError, "(?s)fairseq-preprocess failed for text .*simulated failure")
+    else:
+        def interrupted(jobs, log=None):
+            open(os.path.join(jobs["text"][jobs["text"].index("--destdir") + 1], "train.bin"), "w").close()
+            raise KeyboardInterrupt
+        monkeypatch.setattr(pretraining, "run_preprocess", interrupted)
+        expected = (KeyboardInterrupt, None)
+    dest = tmp_path / "data-bin"
+    if existing:
+        dest.mkdir()
+        (dest / "keep.txt").write_text("the previous data")
+    with pytest.raises(expected[0], match=expected[1]):
+        prepare_pretraining_data(str(dest), raw_text["train"], vocab_size=500, force=existing, log=None)
+    if existing:
+        assert os.listdir(dest) == ["keep.txt"]
+    else:
+        assert not dest.exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_encoding_progress_lines(pretrain_bin, raw_text, tmp_path, capsys):
+    model = f"{pretrain_bin}/sentencepiece.bpe.model"
+    encode_file(model, raw_text["train"], str(tmp_path / "quiet"))
+    assert capsys.readouterr().err == ""
+    lines = encode_file(model, raw_text["train"], str(tmp_path / "loud"), progress_min_bytes=0, batch_lines=100)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) >= 3 and err[-1].endswith(f": 100% ({lines:,} lines)")
+    assert filecmp.cmp(tmp_path / "quiet", tmp_path / "loud", shallow=False)
+
+
+# ------------------------------------------------------------------------------------- classification
+
+
+def test_classification_single_sentences(sst2_bin, pretrain_bin):
+    assert sorted(os.listdir(sst2_bin)) == ["input0", "label", "sentencepiece.bpe.model"]
+    assert filecmp.cmp(f"{sst2_bin}/input0/dict.txt", f"{pretrain_bin}/dict.txt", shallow=False)
+    assert {"train.bin", "valid.bin", "test.bin"} <= set(os.listdir(f"{sst2_bin}/input0"))
+    # test.tsv has no label column, so label/ has no test split
+    assert {"train.bin", "valid.bin"} <= set(os.listdir(f"{sst2_bin}/label"))
+    assert "test.bin" not in os.listdir(f"{sst2_bin}/label")
+    train_labels = [row[1] for row in read_rows(f"{SST2}/train.tsv")]
+    assert open(f"{sst2_bin}/label/dict.txt").read() == (
+        f"0 {train_labels.count('0')}\n1 {train_labels.count('1')}\n")
+    assert leftovers(os.path.dirname(sst2_bin)) == []
+
+    # what fairseq-train --task sentence_prediction reads: class i is label i
+    task = sentence_prediction_task(sst2_bin, num_classes=2)
+    valid = task.load_dataset("valid")
+    dev_labels = [row[1] for row in read_rows(f"{SST2}/dev.tsv")]
+    assert [str(valid[i]["target"].item()) for i in range(len(valid))] == dev_labels
+    test = task.load_dataset("test")
+    assert len(test) == 12 and "target" not in test[0]
+
+
+def test_classification_sentence_pairs(pretrain_bin, tmp_path):
+    """An RTE-like layout: extra columns, two sentences, labels that are words."""
+    sentences = [row[0].strip() for row in read_rows(f"{SST2}/train.tsv")]
+    labels = ["entailment", "not_entailment"]
+    rows = [(i, sentences[i], sentences[(i * 7 + 3) % len(sentences)], labels[i % 3 == 0]) for i in range(40)]
+    header = ["index", "sentence1", "sentence2", "label"]
+    train = write_tsv(tmp_path / "train.tsv", header, rows[:30])
+    dev = write_tsv(tmp_path / "dev.tsv", header, rows[30:])
+    dest = tmp_path / "RTE-bin"
+    info = prepare_classification_data(str(dest), train, dev, spm_model=f"{pretrain_bin}/sentencepiece.bpe.model",
+                                       dictionary=f"{pretrain_bin}/dict.txt",
+                                       sentence_columns=["sentence1", "sentence2"], log=None)
+    assert info["labels"] == labels and info["rows"] == {"train": 30, "valid": 10}
+    assert sorted(os.listdir(dest)) == ["input0", "input1", "label", "sentencepiece.bpe.model"]
+    assert {"dict.txt", "train.bin", "valid.bin"} <= set(os.listdir(dest / "input1"))
+
+    task = sentence_prediction_task(str(dest), num_classes=2)
+    valid = task.load_dataset("valid")
+    processor = spm.SentencePieceProcessor(model_file=str(dest / "sentencepiece.bpe.model"))
+    first = rows[30]
+    pieces = [len(processor.encode(text)) for text in first[1:3]]
+    # <s> sentence1 </s> </s> sentence2 </s>: init token, separator token, one eos per sentence
+    assert len(valid[0]["net_input.src_tokens"]) == pieces[0] + pieces[1] + 4
+    assert task.label_dictionary[valid[0]["target"].item() + task.label_dictionary.nspecial] == first[3]
+
+
+def _bad_input(case, tmp_path):
+    """(train, valid, test, options, expected message) for one bad input."""
+    train, dev, test, options = f"{SST2}/train.tsv", f"{SST2}/dev.tsv", None, {}
+    good = read_rows(f"{SST2}/dev.tsv")
+    if case == "missing-sentence-column":
+        options = {"sentence_columns": ["sentence1", "sentence2"]}
+        expected = r"train.tsv has no column 'sentence1', 'sentence2' \(columns found: 'sentence', 'label'\)"
+    elif case == "missing-label-column":
+        dev = write_tsv(tmp_path / "dev.tsv", ["sentence", "score"], good)
+        expected = r"dev.tsv has no column 'label' \(columns found: 'sentence', 'score'\)"
+    elif case == "empty-file":
+        (tmp_path / "dev.tsv").write_text("")
+        dev, expected = str(tmp_path / "dev.tsv"), "valid file is empty: .*dev.tsv"
+    elif case == "header-only":
+        dev, expected = write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], []), "has a header but no rows"
+    elif case == "unseen-labels":
+        dev = write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], good[:3] + [["so so", "2"]])
+        test = write_tsv(tmp_path / "test.tsv", ["sentence", "label"], [["meh", "neutral"], ["bad", "0"]])
+        expected = r"labels that do not occur in train .*valid \(.*dev.tsv\): '2'; test \(.*test.tsv\): 'neutral'"
+    elif case == "wrong-field-count":
+        rows = read_rows(f"{SST2}/train.tsv")
+        rows[3] = rows[3] + ["extra"]
+        train = write_tsv(tmp_path / "train.tsv", ["sentence", "label"], rows)
+        expected = r"train.tsv, line 5: expected 2 tab-separated fields \(sentence, label\), found 3"
+    else:  # dictionary of GPT-2 BPE ids, as fairseq's RoBERTa checkpoints ship
+        (tmp_path / "dict.txt").write_text("".join(f"{i} {1000 - i}\n" for i in range(13, 900)))
+        options = {"dictionary": str(tmp_path / "dict.txt")}
+        expected = "the sentencepiece model does not match the dictionary: 100% of the pieces"
+    return train, dev, test, options, expected
+
+
+@pytest.mark.parametrize("case", ["missing-sentence-column", "missing-label-column", "empty-file", "header-only",
+                                  "unseen-labels", "wrong-field-count", "spm-does-not-match-dict"])
+def test_classification_input_errors(case, pretrain_bin, tmp_path):
+    train, dev, test, options, expected = _bad_input(case, tmp_path)
+    options = {"spm_model": f"{pretrain_bin}/sentencepiece.bpe.model", "dictionary": f"{pretrain_bin}/dict.txt",
+               **options}
+    dest = tmp_path / "bin"
+    with pytest.raises(DataPrepError, match=expected):
+        prepare_classification_data(str(dest), train, dev, test, log=None, **options)
+    assert not dest.exists() and leftovers(tmp_path) == []
+
+
+def test_classification_cli_error(pretrain_bin, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_script("prepare_classification_data").main([
+            "--train", f"{SST2}/train.tsv", "--label-column", "sentiment", "--pretraining-data", pretrain_bin,
+            "--destdir", str(tmp_path / "bin")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "has no column 'sentiment'" in err and "Traceback" not in err
