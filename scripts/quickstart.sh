@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: raw text -> sentencepiece -> fairseq-preprocess -> fairseq-train a small
+# The main job: raw text -> sentencepiece + fairseq-preprocess -> fairseq-train a small
 # linformer_roberta (masked LM) -> fairseq-validate, on CPU, on the Python-docs slice shipped in
 # examples/quickstart/data. Outputs go to $OUT_DIR (default: quickstart-out/).
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
@@ -8,12 +8,8 @@ OUT_DIR=${OUT_DIR:-quickstart-out}
 MAX_UPDATE=${MAX_UPDATE:-300}
 mkdir -p "$OUT_DIR"
 set -x
-python scripts/sentencepiece_text.py train --input $DATA/train.txt --model-prefix "$OUT_DIR/spm" --vocab-size 4000
-python scripts/sentencepiece_text.py encode --model "$OUT_DIR/spm.model" \
-  $DATA/train.txt "$OUT_DIR/train.spm" $DATA/valid.txt "$OUT_DIR/valid.spm"
-rm -rf "$OUT_DIR/data-bin"
-fairseq-preprocess --only-source --trainpref "$OUT_DIR/train.spm" --validpref "$OUT_DIR/valid.spm" \
-  --destdir "$OUT_DIR/data-bin" --workers 2
+python scripts/prepare_pretraining_data.py --train $DATA/train.txt --valid $DATA/valid.txt \
+  --destdir "$OUT_DIR/data-bin" --vocab-size 4000 --workers 2 --force
 fairseq-train "$OUT_DIR/data-bin" --user-dir linformer_plugin \
   --task masked_lm --criterion masked_lm --arch linformer_roberta_small \
   --tokens-per-sample 512 --compressed-dim 64 --sample-break-mode complete --skip-invalid-size-inputs-valid-test \
