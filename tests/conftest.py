@@ -2,7 +2,6 @@
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -66,25 +65,25 @@ def fairseq_cli(name):
 
 
 @pytest.fixture(scope="session")
-def data_bin(tmp_path_factory):
-    """sentencepiece -> fairseq-preprocess --only-source on a slice of the shipped Python docs."""
-    from linformer_plugin.data.sentencepiece_text import encode_file, train_sentencepiece
-
-    work = tmp_path_factory.mktemp("data")
-    raw = {}
+def raw_text(tmp_path_factory):
+    """Whole lines from the start of the shipped Python-docs slice: {"train": path, "valid": path}."""
+    work = tmp_path_factory.mktemp("raw")
+    paths = {}
     for split, limit in (("train", 120_000), ("valid", 20_000)):
         text = open(os.path.join(QUICKSTART_DATA, f"{split}.txt"), encoding="utf-8").read()[:limit]
-        raw[split] = work / f"{split}.txt"
-        raw[split].write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
-    model = train_sentencepiece([str(raw["train"])], str(work / "spm"), vocab_size=1000)
-    for split in raw:
-        encode_file(model, str(raw[split]), str(work / f"{split}.spm"))
-    run(fairseq_cli("preprocess") + [
-        "--only-source", "--trainpref", str(work / "train.spm"), "--validpref", str(work / "valid.spm"),
-        "--destdir", str(work / "bin"), "--workers", "1",
-    ])
-    shutil.copy(model, work / "bin" / "sentencepiece.bpe.model")  # where the hub looks for it
-    return str(work / "bin")
+        paths[split] = str(work / f"{split}.txt")
+        with open(paths[split], "w", encoding="utf-8") as f:
+            f.write(text[: text.rfind("\n") + 1])
+    return paths
+
+
+@pytest.fixture(scope="session")
+def data_bin(raw_text, tmp_path_factory):
+    """A masked-LM data-bin (sentencepiece, 1000 pieces) with its sentencepiece.bpe.model."""
+    from linformer_plugin.data.pretraining import prepare_pretraining_data
+
+    destdir = str(tmp_path_factory.mktemp("data") / "bin")
+    return prepare_pretraining_data(destdir, raw_text["train"], raw_text["valid"], vocab_size=1000, log=None)
 
 
 def mlm_train_command(data_bin, save_dir, max_update, *extra):

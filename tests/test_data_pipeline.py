@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import sentencepiece as spm
-from conftest import QUICKSTART_DATA, REPO
+from conftest import REPO
 from fairseq.data import Dictionary, data_utils
 
 from linformer_plugin.data import common, pretraining
@@ -44,17 +44,6 @@ def write_tsv(path, header, rows):
 def read_rows(path):
     lines = open(path, encoding="utf-8").read().splitlines()
     return [line.split("\t") for line in lines[1:]]
-
-
-@pytest.fixture(scope="module")
-def raw_text(tmp_path_factory):
-    work = tmp_path_factory.mktemp("raw")
-    paths = {}
-    for split, limit in (("train", 100_000), ("valid", 20_000)):
-        text = open(os.path.join(QUICKSTART_DATA, f"{split}.txt"), encoding="utf-8").read()[:limit]
-        paths[split] = work / f"{split}.txt"
-        paths[split].write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
-    return {split: str(path) for split, path in paths.items()}
 
 
 @pytest.fixture(scope="module")
