@@ -93,13 +93,15 @@ class Progress:
     def update(self, done: int, lines: int):
         if not self.enabled:
             return
-        percent = min(100, 100 * done // self.total) // self.step * self.step
+        # below 100 until finish(): the byte position read runs ahead of the lines handled
+        percent = min(100 - self.step, 100 * done // self.total // self.step * self.step)
         if percent > self.shown:
             self.shown = percent
             stderr_log(f"{self.label}: {percent}% ({lines:,} lines)")
 
     def finish(self, lines: int):
-        self.update(self.total, lines)
+        if self.enabled:
+            stderr_log(f"{self.label}: 100% ({lines:,} lines)")
 
 
 def preprocess_command() -> List[str]:
