@@ -57,7 +57,9 @@ class SequenceProjection(nn.Module):
         # position of each real token among the real tokens of its sentence
         keep = ~padding_mask
         positions = (keep.cumsum(dim=1) - 1).clamp_(min=0)  # B x S
-        per_sentence = weight.to(x.dtype)[:, positions] * keep.to(x.dtype)  # rows x B x S
+        # index_select: its backward is one index_add_ (no sort, unlike advanced indexing's)
+        per_sentence = weight.to(x.dtype).index_select(1, positions.flatten()).view(-1, bsz, seq_len)
+        per_sentence = per_sentence * keep.to(x.dtype)  # rows x B x S, zero at pads
         projected = torch.bmm(per_sentence.transpose(0, 1), x.transpose(0, 1))  # B x rows x C
         return projected.transpose(0, 1)
 
