@@ -1,6 +1,5 @@
 """``linformer_roberta``: fairseq's RoBERTa with Linformer self-attention, and its architectures."""
 
-import logging
 import os
 
 import torch
@@ -18,8 +17,6 @@ from fairseq.utils import safe_hasattr
 from ..checkpoint import upgrade_reference_state_dict
 from ..modules.linformer_encoder import LinformerTransformerEncoder
 from ..options import LinformerOptions, add_linformer_args, set_linformer_defaults
-
-logger = logging.getLogger(__name__)
 
 # 3: this plugin's layout (E and F stacked in one SequenceProjection per layer).
 # 2 and 1: fairseq's reference (examples/linformer), upgraded on load.
