@@ -1,14 +1,15 @@
 """Linformer for fairseq: ``fairseq-train --user-dir linformer_plugin --arch linformer_roberta_base``.
 
 Importing this package registers the ``linformer_roberta`` model and its architectures, and
-lets fairseq's checkpoint loader read fairseq checkpoints on torch >= 2.6.
+lets fairseq's checkpoint loader read fairseq checkpoints on torch >= 2.6 (and name a truncated one).
 """
 
 import os
 
-from .checkpoint import allow_fairseq_checkpoints
+from .checkpoint import allow_fairseq_checkpoints, explain_unreadable_checkpoints
 
 allow_fairseq_checkpoints()
+explain_unreadable_checkpoints()
 
 from . import models  # noqa: E402,F401  (registers the model)
 

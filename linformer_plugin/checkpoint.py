@@ -78,3 +78,33 @@ def upgrade_reference_state_dict(state_dict, prefix: str, options: LinformerOpti
         else:
             weight = maps["k"]
         state_dict[f"{prefix}layers.{layer}.self_attn.projection.weight"] = weight
+
+
+def explain_unreadable_checkpoints():
+    """Make fairseq's checkpoint loader name a truncated or corrupt file and the way out, instead of
+    torch's "PytorchStreamReader failed reading zip archive" (idempotent).
+
+    fairseq copies checkpoint_last.pt non-atomically, so a job killed while saving can leave a
+    truncated one behind."""
+    from fairseq import checkpoint_utils
+
+    load = checkpoint_utils.load_checkpoint_to_cpu
+    if getattr(load, "explains_unreadable", False):
+        return
+
+    def load_checkpoint_to_cpu(path, *args, **kwargs):
+        try:
+            return load(path, *args, **kwargs)
+        except (RuntimeError, EOFError) as exc:
+            message = str(exc)
+            if isinstance(exc, EOFError) or "PytorchStreamReader" in message or "zip archive" in message:
+                raise RuntimeError(
+                    f"checkpoint {path} is truncated or corrupt ({message.splitlines()[0] if message else type(exc).__name__}). "
+                    "It was probably cut off while being written: delete it (training then resumes from "
+                    "nothing) or pass --restore-file with an intact one, e.g. checkpoint_best.pt or "
+                    "checkpoint_<epoch>_<updates>.pt from the same --save-dir."
+                ) from exc
+            raise
+
+    load_checkpoint_to_cpu.explains_unreadable = True
+    checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu

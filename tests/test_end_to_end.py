@@ -89,3 +89,14 @@ def test_checkpoint_with_numpy_scalars_loads(trained_mlm, tmp_path):
     torch.save(state, tmp_path / "numpy.pt")
     loaded = checkpoint_utils.load_checkpoint_to_cpu(str(tmp_path / "numpy.pt"))
     assert loaded["extra_state"]["best"] == 8.25
+
+
+def test_truncated_checkpoint_is_a_clear_error(trained_mlm, data_bin, tmp_path):
+    """fairseq writes checkpoint_last.pt by a non-atomic copy; a cut-off one is named as such."""
+    save_dir, _ = trained_mlm
+    data = (save_dir / "checkpoint_last.pt").read_bytes()
+    (tmp_path / "checkpoint_last.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(RuntimeError, match="checkpoint_last.pt is truncated or corrupt.*--restore-file"):
+        checkpoint_utils.load_checkpoint_to_cpu(str(tmp_path / "checkpoint_last.pt"))
+    proc = subprocess.run(mlm_train_command(data_bin, tmp_path, 12), capture_output=True, text=True)
+    assert proc.returncode != 0 and "is truncated or corrupt" in proc.stdout + proc.stderr
