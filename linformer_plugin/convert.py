@@ -88,7 +88,7 @@ def extend_positions(weight: torch.Tensor, old_max: int, new_max: int, padding_i
         )
     positions = weight[offset:]
     blocks = positions.repeat(math.ceil(new_max / old_max), 1)[:new_max]
-    return torch.cat([weight[:offset], blocks], dim=0).clone()
+    return torch.cat([weight[:offset], blocks], dim=0)
 
 
 def _check_new_length(old_max: int, new_max: Optional[int]) -> int:
@@ -155,6 +155,7 @@ def extend_linformer_positions(state: dict, max_positions: int) -> dict:
     old_max = _positions_table_length(model_state) - 2
     new_max = _check_new_length(old_max, max_positions)
     args = copy.deepcopy(model_args(state))
+    compressed_dim = LinformerOptions.from_args(args).compressed_dim  # k stays k, whatever the ratio said
     new_state = {k: v for k, v in model_state.items()}
     new_state[POSITIONS] = extend_positions(model_state[POSITIONS], old_max, new_max)
     for key, weight in model_state.items():
@@ -162,10 +163,7 @@ def extend_linformer_positions(state: dict, max_positions: int) -> dict:
             if weight.size(1) != old_max:
                 raise ConversionError(f"{key} has {weight.size(1)} columns, expected max_positions={old_max}")
             new_state[key] = weight.repeat(1, new_max // old_max) * (old_max / new_max)
-    args.max_positions = new_max
-    if getattr(args, "compressed_dim", None) is None:  # k stays k, whatever the ratio said
-        args.compressed_dim = LinformerOptions.from_args(argparse.Namespace(**{**vars(args), "max_positions": old_max})).compressed_dim
-    args.compressed = None
+    args.max_positions, args.compressed, args.compressed_dim = new_max, None, compressed_dim
     return _finish(state, new_state, args, new_max)
 
 
