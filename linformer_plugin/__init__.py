@@ -15,3 +15,4 @@ from . import models  # noqa: E402,F401  (registers the model)
 
 __version__ = "0.1.0"
 USER_DIR = os.path.dirname(os.path.abspath(__file__))
+__all__ = ["USER_DIR", "__version__", "models"]

@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from .options import LinformerOptions
+from .options import LinformerConfigError, LinformerOptions, describe
 
 
 def _fairseq_checkpoint_types():
@@ -48,6 +48,14 @@ def upgrade_reference_state_dict(state_dict, prefix: str, options: LinformerOpti
     ``compress_k`` / ``compress_v`` (nn.Linear, k x n) per layer, or one ``compress_layer`` on
     the encoder for layerwise sharing (its bias is never used in the reference's forward).
     """
+    if options.projection != "linear" or options.sharing == "none":
+        raise LinformerConfigError(
+            "this is a checkpoint of fairseq's reference Linformer, whose projections are linear and "
+            "shared by the heads of a layer, but the model is built with "
+            f"--compressed-projection {options.projection} --compressed-sharing {options.sharing}: load it "
+            "with --compressed-projection linear and the reference's sharing flags "
+            "(--shared-kv-compressed / --shared-layer-kv-compressed as it was trained)"
+        )
     per_layer = {}
     for key in [key for key in state_dict if key.startswith(prefix)]:
         match = _REFERENCE_LAYER_KEY.match(key[len(prefix):])
@@ -78,6 +86,63 @@ def upgrade_reference_state_dict(state_dict, prefix: str, options: LinformerOpti
         else:
             weight = maps["k"]
         state_dict[f"{prefix}layers.{layer}.self_attn.projection.weight"] = weight
+
+
+_PROJECTION_KEY = re.compile(r"(layers\.(\d+)\.self_attn\.projection|shared_projection)\.(weight|kernel|layout)$")
+_METHOD_NAMES = {0: "conv", 1: "mean", 2: "max"}
+
+
+def _projection_entries(state_dict, prefix: str):
+    """{owner: {name: tensor}} for the Linformer projections under ``prefix``; owner is
+    "layers.<i>" or "shared_projection" (layerwise)."""
+    entries = {}
+    for key, tensor in state_dict.items():
+        if key.startswith(prefix):
+            match = _PROJECTION_KEY.match(key[len(prefix):])
+            if match:
+                owner = f"layers.{match.group(2)}" if match.group(2) is not None else "shared_projection"
+                entries.setdefault(owner, {})[match.group(3)] = tensor
+    return entries
+
+
+def _describe_entry(entry) -> str:
+    if not entry:
+        return "no projection of its own"
+    if "weight" in entry:
+        rows, columns = entry["weight"].shape
+        return f"a linear projection of {rows} rows x {columns} positions"
+    layout = entry.get("layout")
+    method, stride = (_METHOD_NAMES.get(int(layout[0]), "?"), int(layout[1])) if layout is not None else ("?", "?")
+    if "kernel" in entry:
+        maps, taps = entry["kernel"].shape
+        return f"a conv projection of {maps} kernel(s) of {taps} taps (stride {stride})"
+    return f"{method} pooling over windows of {stride} tokens"
+
+
+def check_projection_layout(state_dict, prefix: str, expected, options: LinformerOptions):
+    """A clear error when a checkpoint's projections do not fit the model's: another projection
+    method, sharing mode, k (per layer) or n, instead of a size mismatch in ``load_state_dict``.
+
+    ``expected`` is the model's own state dict (keys relative to ``prefix``). Only the layers the
+    model has are compared (fairseq reports the rest)."""
+    got = _projection_entries(state_dict, prefix)
+    want = _projection_entries(expected, "")
+    for owner in sorted(want.keys() | got.keys()):
+        if owner not in want and owner.startswith("layers.") and not want.get("shared_projection"):
+            continue  # a layer the model does not have
+        mine, theirs = want.get(owner, {}), got.get(owner, {})
+        same = mine.keys() == theirs.keys() and all(
+            mine[name].shape == theirs[name].shape and (name != "layout" or torch.equal(mine[name], theirs[name]))
+            for name in mine
+        )
+        if not same:
+            raise LinformerConfigError(
+                f"the checkpoint's Linformer projections do not fit the model built with {describe(options)}: "
+                f"at {prefix}{owner} the checkpoint has {_describe_entry(theirs)}, the model expects "
+                f"{_describe_entry(mine)}. Build the model with the options the checkpoint was trained with "
+                "(its cfg.model: compressed_projection, compressed_sharing, compressed_dim or compressed_dims, "
+                "shared_kv_compressed, shared_layer_kv_compressed, max_positions)"
+            )
 
 
 def explain_unreadable_checkpoints():

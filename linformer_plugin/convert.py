@@ -8,6 +8,13 @@ the blocks' projections under the original model, the scale the model was traine
 would sum N / n blocks). Inputs of the original length are scaled down by n / N too, so an extended
 checkpoint is meant to be trained further at the new length. The source file is never modified and
 the output is written atomically.
+
+Windowed projections (``--compressed-projection conv``, ``mean``, ``max``: kernel = stride = n/k)
+have no per-position columns. Keeping k at a new N would stretch every window to N/k tokens, a
+different kernel than the one trained; instead the window (stride, and the conv kernel) is kept
+and k grows with N: k' = k N / n (per layer with ``--compressed-dims``). An input of up to n
+tokens then gives exactly the outputs of the original model (same windows, same kernel), and the
+attention cost grows with N as ``N / stride`` keys.
 """
 
 import argparse
@@ -20,7 +27,7 @@ import torch
 from .io import atomic_output
 from .models.linformer_roberta import CHECKPOINT_VERSION
 from .modules.sequence_projection import SequenceProjection
-from .options import LinformerOptions
+from .options import WINDOW_METHODS, LinformerOptions
 
 ENCODER = "encoder.sentence_encoder."
 POSITIONS = ENCODER + "embed_positions.weight"
@@ -129,8 +136,12 @@ def roberta_to_linformer(state: dict, compressed_dim: int, max_positions: Option
     if sharing == "layerwise":
         new_state[ENCODER + "shared_projection.weight"] = SequenceProjection(new_max, compressed_dim, 1).weight.data
     else:
+        heads = getattr(args, "encoder_attention_heads", None)
+        if sharing == "none" and not heads:
+            raise ConversionError("sharing none needs the number of heads, but the checkpoint's args have no "
+                                  "encoder_attention_heads")
         for i in layers:
-            projection = SequenceProjection(new_max, compressed_dim, options.projections_per_layer)
+            projection = SequenceProjection(new_max, compressed_dim, options.maps_per_layer(heads))
             new_state[f"{ENCODER}layers.{i}.self_attn.projection.weight"] = projection.weight.data
     new_state["encoder.version"] = torch.tensor(CHECKPOINT_VERSION)
 
@@ -140,12 +151,17 @@ def roberta_to_linformer(state: dict, compressed_dim: int, max_positions: Option
     args.compressed, args.compressed_dim = None, compressed_dim
     args.shared_kv_compressed = int(sharing == "kv")
     args.shared_layer_kv_compressed = int(sharing == "layerwise")
+    args.compressed_sharing = sharing if sharing == "none" else None
+    args.compressed_projection, args.compressed_dims = None, None
     args.freeze_compress = 0
     return _finish(state, new_state, args, new_max)
 
 
 def extend_linformer_positions(state: dict, max_positions: int) -> dict:
-    """A linformer_roberta checkpoint state -> the same model with a longer max_positions."""
+    """A linformer_roberta checkpoint state -> the same model with a longer max_positions.
+
+    Linear projections keep k (columns block-copied and scaled); windowed ones keep their window
+    and kernel, so k grows by max_positions / old max_positions (see the module's docstring)."""
     model_state = state["model"]
     if not any(".self_attn.projection." in k or "shared_projection" in k for k in model_state):
         raise ConversionError(
@@ -155,7 +171,7 @@ def extend_linformer_positions(state: dict, max_positions: int) -> dict:
     old_max = _positions_table_length(model_state) - 2
     new_max = _check_new_length(old_max, max_positions)
     args = copy.deepcopy(model_args(state))
-    compressed_dim = LinformerOptions.from_args(args).compressed_dim  # k stays k, whatever the ratio said
+    options = LinformerOptions.from_args(args)  # k stays k (linear), whatever the ratio said
     new_state = {k: v for k, v in model_state.items()}
     new_state[POSITIONS] = extend_positions(model_state[POSITIONS], old_max, new_max)
     for key, weight in model_state.items():
@@ -163,7 +179,14 @@ def extend_linformer_positions(state: dict, max_positions: int) -> dict:
             if weight.size(1) != old_max:
                 raise ConversionError(f"{key} has {weight.size(1)} columns, expected max_positions={old_max}")
             new_state[key] = weight.repeat(1, new_max // old_max) * (old_max / new_max)
-    args.max_positions, args.compressed, args.compressed_dim = new_max, None, compressed_dim
+    # windowed projections: kernels and layouts (stride) unchanged, k scaled with n
+    scale = new_max // old_max if options.projection in WINDOW_METHODS else 1
+    args.max_positions, args.compressed = new_max, None
+    if options.compressed_dims is not None:
+        args.compressed_dim = None
+        args.compressed_dims = ",".join(str(k * scale) for k in options.compressed_dims)
+    else:
+        args.compressed_dim = options.compressed_dim * scale
     return _finish(state, new_state, args, new_max)
 
 

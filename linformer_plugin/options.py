@@ -1,12 +1,28 @@
 """The Linformer options: one place that reads them, derives k and validates them.
 
 Command-line flags are those of fairseq's ``examples/linformer`` (integer 0/1 flags, a
-compression ratio) plus ``--compressed-dim`` for users who think in k.
+compression ratio) plus ``--compressed-dim`` for users who think in k, and the projections of
+section 4 of the paper that the reference does not implement:
+
+* ``--compressed-projection {linear,conv,mean,max}``: how n positions become k rows. ``linear``
+  is the learned k x n matrix (the reference's); ``conv``, ``mean`` and ``max`` act on windows of
+  s = n / k consecutive tokens (kernel = stride = s), so they need k to divide n.
+* ``--compressed-sharing {none,headwise,kv,layerwise}``: which heads, keys/values and layers share
+  a projection. ``headwise`` is the reference's default (one E and one F per layer, shared by all
+  its heads); ``none`` gives every head its own E_i and F_i. The reference's integer flags map
+  onto it: ``--shared-kv-compressed 1`` is ``kv``, ``--shared-layer-kv-compressed 1`` is
+  ``layerwise``; an explicit value that contradicts them is an error.
+* ``--compressed-dims K1,K2,...``: one k per encoder layer (the paper suggests smaller k in higher
+  layers), instead of ``--compressed``/``--compressed-dim``.
 """
 
 from dataclasses import dataclass
+from typing import Optional, Tuple
 
-SHARING_MODES = ("headwise", "kv", "layerwise")
+SHARING_MODES = ("none", "headwise", "kv", "layerwise")
+PROJECTION_METHODS = ("linear", "conv", "mean", "max")
+WINDOW_METHODS = ("conv", "mean", "max")  # kernel = stride = n / k
+POOLING_METHODS = ("mean", "max")  # no parameters
 DEFAULT_COMPRESSED = 4
 
 
@@ -47,17 +63,42 @@ def add_linformer_args(parser):
         choices=[0, 1],
         help="1: keep the projections at their initial values (not trained)",
     )
+    parser.add_argument(
+        "--compressed-projection",
+        choices=PROJECTION_METHODS,
+        help="how the n positions are projected to k rows: linear (a learned k x n matrix, the "
+        "default), conv (a learned kernel with kernel = stride = n/k), mean or max (pooling over "
+        "windows of n/k tokens); conv, mean and max need k to divide max_positions",
+    )
+    parser.add_argument(
+        "--compressed-sharing",
+        choices=SHARING_MODES,
+        help="none: a projection per head; headwise (default): one E and one F per layer for all "
+        "heads; kv: E = F per layer (= --shared-kv-compressed 1); layerwise: one projection for "
+        "every layer (= --shared-layer-kv-compressed 1)",
+    )
+    parser.add_argument(
+        "--compressed-dims",
+        type=str,
+        metavar="K1,K2,...",
+        help="one k per encoder layer (e.g. 256,256,128,128: smaller k in higher layers), instead "
+        "of --compressed/--compressed-dim; not with layerwise sharing",
+    )
 
 
 def set_linformer_defaults(args):
     """Architecture defaults; ``compressed`` stays unset when k is given directly."""
-    if getattr(args, "compressed", None) is None and getattr(args, "compressed_dim", None) is None:
+    if (getattr(args, "compressed", None) is None and getattr(args, "compressed_dim", None) is None
+            and getattr(args, "compressed_dims", None) is None):
         args.compressed = DEFAULT_COMPRESSED
     args.compressed = getattr(args, "compressed", None)
     args.compressed_dim = getattr(args, "compressed_dim", None)
     args.shared_kv_compressed = getattr(args, "shared_kv_compressed", 0)
     args.shared_layer_kv_compressed = getattr(args, "shared_layer_kv_compressed", 0)
     args.freeze_compress = getattr(args, "freeze_compress", 0)
+    args.compressed_projection = getattr(args, "compressed_projection", None)
+    args.compressed_sharing = getattr(args, "compressed_sharing", None)
+    args.compressed_dims = getattr(args, "compressed_dims", None)
 
 
 def _flag(args, name):
@@ -70,14 +111,56 @@ def _flag(args, name):
     return bool(value)
 
 
+def parse_compressed_dims(value) -> Optional[Tuple[int, ...]]:
+    """``--compressed-dims``: "256,256,128" (command line), or a list/tuple (code, hydra)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+        try:
+            dims = tuple(int(p) for p in parts)
+        except ValueError:
+            raise LinformerConfigError(
+                f"--compressed-dims must be comma-separated integers, one k per encoder layer "
+                f"(e.g. 256,256,128,128), got {value!r}"
+            ) from None
+    elif isinstance(value, int):
+        dims = (value,)
+    else:
+        try:
+            dims = tuple(int(v) for v in value)
+        except (TypeError, ValueError):
+            raise LinformerConfigError(
+                f"--compressed-dims must be a list of integers, one k per encoder layer, got {value!r}"
+            ) from None
+    if not dims:
+        raise LinformerConfigError("--compressed-dims is empty: give one k per encoder layer")
+    return dims
+
+
+def _divisors_near(n: int, k: int) -> str:
+    divisors = [d for d in range(1, n + 1) if n % d == 0]
+    below = max((d for d in divisors if d < k), default=None)
+    above = min((d for d in divisors if d > k), default=None)
+    return " or ".join(str(d) for d in (below, above) if d is not None)
+
+
 @dataclass(frozen=True)
 class LinformerOptions:
-    """What a Linformer encoder needs to know, validated once."""
+    """What a Linformer encoder needs to know, validated once.
+
+    Sharing modes: ``none`` (a projection per head: E_i, F_i), ``headwise`` (one E and one F
+    per layer for all its heads: the reference's default), ``kv`` (E = F per layer),
+    ``layerwise`` (one projection for keys and values of every layer, owned by the encoder).
+    ``compressed_dims`` gives each layer its own k (``compressed_dim`` is then layer 0's).
+    """
 
     max_positions: int  # n: the longest sequence, and the number of columns of E and F
-    compressed_dim: int  # k: the number of projected keys and values
-    sharing: str = "headwise"  # headwise: E, F per layer; kv: E = F per layer; layerwise: one E for all
+    compressed_dim: Optional[int]  # k: the number of projected keys and values (None: compressed_dims[0])
+    sharing: str = "headwise"  # none | headwise | kv | layerwise
     freeze: bool = False  # projections not trained
+    projection: str = "linear"  # linear | conv | mean | max
+    compressed_dims: Optional[Tuple[int, ...]] = None  # k per layer
 
     def __post_init__(self):
         if self.max_positions is None or self.max_positions <= 0:
@@ -85,37 +168,119 @@ class LinformerOptions:
                 f"max_positions must be a positive integer, got {self.max_positions!r}; "
                 "set --max-positions (or --tokens-per-sample)"
             )
-        if self.compressed_dim <= 0:
+        if self.projection not in PROJECTION_METHODS:
             raise LinformerConfigError(
-                f"the projected length k must be positive, got k={self.compressed_dim}; "
-                "pass --compressed-dim K with K >= 1 (or --compressed R with R <= max_positions)"
-            )
-        if self.compressed_dim > self.max_positions:
-            raise LinformerConfigError(
-                f"the projected length k={self.compressed_dim} exceeds max_positions="
-                f"{self.max_positions}: a Linformer projects the sequence down, so pass "
-                "--compressed-dim K with K <= max_positions"
+                f"unknown projection {self.projection!r}; choose --compressed-projection from "
+                f"{', '.join(PROJECTION_METHODS)}"
             )
         if self.sharing not in SHARING_MODES:
             raise LinformerConfigError(
                 f"unknown sharing mode {self.sharing!r}; choose one of {', '.join(SHARING_MODES)}"
             )
+        if self.compressed_dims is not None:
+            dims = parse_compressed_dims(self.compressed_dims)
+            object.__setattr__(self, "compressed_dims", dims)
+            if self.compressed_dim is None:
+                object.__setattr__(self, "compressed_dim", dims[0])
+            elif self.compressed_dim != dims[0]:
+                raise LinformerConfigError(
+                    f"compressed_dim={self.compressed_dim} disagrees with compressed_dims={list(dims)}; "
+                    "with per-layer k give only --compressed-dims"
+                )
+        if self.compressed_dim is None:
+            raise LinformerConfigError("no k given: pass --compressed-dim K, --compressed R or --compressed-dims")
+        for k in self.layer_dims_given:
+            self._check_k(k)
+        if self.compressed_dims is not None and self.sharing == "layerwise" and len(set(self.compressed_dims)) > 1:
+            raise LinformerConfigError(
+                f"layerwise sharing uses one projection for every layer, so every layer has the same k, "
+                f"but --compressed-dims gives {','.join(map(str, self.compressed_dims))}: use "
+                "--compressed-sharing headwise (or kv, none) for per-layer k, or one k with --compressed-dim"
+            )
+        if self.projection in POOLING_METHODS and self.sharing != "headwise":
+            flag = {"kv": "--compressed-sharing kv / --shared-kv-compressed 1",
+                    "layerwise": "--compressed-sharing layerwise / --shared-layer-kv-compressed 1",
+                    "none": "--compressed-sharing none"}[self.sharing]
+            raise LinformerConfigError(
+                f"{self.projection} pooling has no parameters to share, so {flag} means nothing: every "
+                "head, keys and values already pool the same windows (computed once per layer). Drop "
+                "the sharing option (sharing applies to --compressed-projection linear or conv)"
+            )
+
+    def _check_k(self, k):
+        if not isinstance(k, int) or k <= 0:
+            raise LinformerConfigError(
+                f"the projected length k must be positive, got k={k}; "
+                "pass --compressed-dim K with K >= 1 (or --compressed R with R <= max_positions)"
+            )
+        if k > self.max_positions:
+            raise LinformerConfigError(
+                f"the projected length k={k} exceeds max_positions="
+                f"{self.max_positions}: a Linformer projects the sequence down, so pass "
+                "--compressed-dim K with K <= max_positions"
+            )
+        if self.projection in WINDOW_METHODS and self.max_positions % k:
+            what = "convolution" if self.projection == "conv" else f"{self.projection} pooling"
+            raise LinformerConfigError(
+                f"--compressed-projection {self.projection}: a {what} with kernel = stride = n/k needs k to "
+                f"divide max_positions, but n={self.max_positions}, k={k} gives n/k = "
+                f"{self.max_positions / k:g}; choose k = {_divisors_near(self.max_positions, k)} "
+                "(or --compressed-projection linear, which takes any k)"
+            )
+
+    @property
+    def layer_dims_given(self) -> Tuple[int, ...]:
+        return self.compressed_dims if self.compressed_dims is not None else (self.compressed_dim,)
+
+    def layer_dims(self, num_layers: int) -> Tuple[int, ...]:
+        """k of each of ``num_layers`` layers (checked against ``compressed_dims``)."""
+        self.check_num_layers(num_layers)
+        return self.compressed_dims if self.compressed_dims is not None else (self.compressed_dim,) * num_layers
+
+    def check_num_layers(self, num_layers: Optional[int]):
+        if self.compressed_dims is not None and num_layers is not None and len(self.compressed_dims) != num_layers:
+            raise LinformerConfigError(
+                f"--compressed-dims gives {len(self.compressed_dims)} values "
+                f"({','.join(map(str, self.compressed_dims))}) but the encoder has {num_layers} layers "
+                "(--encoder-layers): give exactly one k per layer"
+            )
+
+    @property
+    def per_layer_dims(self) -> bool:
+        return self.compressed_dims is not None
 
     @property
     def projections_per_layer(self) -> int:
-        """How many n -> k maps a layer's own projection holds (E and F, or one)."""
+        """How many n -> k maps a layer's own projection holds (E and F, or one); with
+        ``none`` sharing that is two per head: see ``maps_per_layer``."""
+        if self.sharing == "none":
+            raise LinformerConfigError("with --compressed-sharing none the number of maps depends on the heads")
         return 2 if self.sharing == "headwise" else 1
+
+    def maps_per_layer(self, num_heads: int) -> int:
+        """How many n -> k maps (linear matrices or conv kernels) one layer's projection holds."""
+        if self.projection in POOLING_METHODS:
+            return 1
+        return 2 * num_heads if self.sharing == "none" else self.projections_per_layer
 
     @classmethod
     def from_args(cls, args) -> "LinformerOptions":
         max_positions = getattr(args, "max_positions", None)
         compressed = getattr(args, "compressed", None)
         compressed_dim = getattr(args, "compressed_dim", None)
+        compressed_dims = parse_compressed_dims(getattr(args, "compressed_dims", None))
         if compressed is not None and compressed <= 0:
             raise LinformerConfigError(
                 f"--compressed must be a positive ratio, got {compressed}"
             )
-        if compressed_dim is None:
+        if compressed_dims is not None:
+            if compressed_dim is not None or compressed is not None:
+                given = "--compressed-dim" if compressed_dim is not None else "--compressed"
+                raise LinformerConfigError(
+                    f"--compressed-dims gives k per layer, and {given} gives one k for all layers: "
+                    f"pass only one of them (drop {given})"
+                )
+        elif compressed_dim is None:
             if compressed is None:
                 compressed = DEFAULT_COMPRESSED
             if max_positions is not None and compressed > max_positions:
@@ -131,15 +296,45 @@ class LinformerOptions:
                 f"{max_positions // compressed}, but --compressed-dim is {compressed_dim}; "
                 "pass only one of them"
             )
-        if _flag(args, "shared_layer_kv_compressed"):
-            sharing = "layerwise"
-        elif _flag(args, "shared_kv_compressed"):
-            sharing = "kv"
-        else:
-            sharing = "headwise"
-        return cls(
+        options = cls(
             max_positions=max_positions,
             compressed_dim=compressed_dim,
-            sharing=sharing,
+            sharing=sharing_from_args(args),
             freeze=_flag(args, "freeze_compress"),
+            projection=getattr(args, "compressed_projection", None) or "linear",
+            compressed_dims=compressed_dims,
         )
+        options.check_num_layers(getattr(args, "encoder_layers", None))
+        return options
+
+
+def sharing_from_args(args) -> str:
+    """``--compressed-sharing``, or the mode the reference's integer flags imply; both must agree."""
+    if _flag(args, "shared_layer_kv_compressed"):
+        implied, flag = "layerwise", "--shared-layer-kv-compressed 1"
+    elif _flag(args, "shared_kv_compressed"):
+        implied, flag = "kv", "--shared-kv-compressed 1"
+    else:
+        implied, flag = None, None
+    explicit = getattr(args, "compressed_sharing", None)
+    if explicit is None or explicit == "":
+        return implied or "headwise"
+    if explicit not in SHARING_MODES:
+        raise LinformerConfigError(
+            f"unknown --compressed-sharing {explicit!r}; choose one of {', '.join(SHARING_MODES)}"
+        )
+    if implied is not None and implied != explicit:
+        raise LinformerConfigError(
+            f"--compressed-sharing {explicit} contradicts {flag} (which means {implied} sharing); "
+            "pass only one of them"
+        )
+    return explicit
+
+
+def describe(options: "LinformerOptions") -> str:
+    """The options that shape the projections, as flags (for error messages)."""
+    dims = options.compressed_dims
+    k = f"--compressed-dims {','.join(map(str, dims))}" if dims else f"--compressed-dim {options.compressed_dim}"
+    return (f"--compressed-projection {options.projection} --compressed-sharing {options.sharing} {k} "
+            f"(max_positions={options.max_positions})")
+

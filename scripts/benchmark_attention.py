@@ -4,13 +4,23 @@
 Implementations (``--impls``):
   ours           linformer_plugin.modules.LinformerSelfAttention(C, H, max_positions=n, compressed_dim=k)
   ours_compiled  the same under torch.compile (only with --compile, or when listed explicitly)
+  ours_none      ours with a projection per head (--compressed-sharing none)
+  ours_conv      ours with a learned conv projection, kernel = stride = n/k (--compressed-projection conv)
+  ours_conv_none the conv projection, one kernel per head
+  ours_mean      mean pooling over windows of n/k tokens (--compressed-projection mean)
+  ours_max       max pooling over windows of n/k tokens (--compressed-projection max)
+                 (the ours_* variants only with --variants, or when listed explicitly)
   fq_linf        fairseq's examples/linformer MultiheadLinearAttention (compressed = n // k)
   fq_mha         fairseq.modules.MultiheadAttention (full attention)
   sdpa_full      full attention: nn.Linear q/k/v/out + F.scaled_dot_product_attention
 
 Each case (impl, n, k, dtype) runs on x of shape (n, B, C) with B = tokens // n and reports the
 median inference-forward time, the median forward+backward time and the peak memory of each.
+With --padded the batch is right-padded (sentence b has n - b n / (2B) tokens) and every impl gets
+the key_padding_mask (the masked paths: per-sentence positions, window masks).
 GPU run (defaults):   python scripts/benchmark_attention.py [--compile]
+Projection variants:  python scripts/benchmark_attention.py --impls ours ours_none ours_conv ours_conv_none \
+                          ours_mean ours_max --dtypes fp16 [--padded] --out-dir benchmarks/variants
 CPU smoke:            python scripts/benchmark_attention.py --device cpu --dtypes fp32 --lengths 64 128 \
                           --tokens 256 --ks 16 --embed-dim 64 --heads 4 --repeat 2 --warmup 1
 """
@@ -37,8 +47,16 @@ if REPO_ROOT not in sys.path:
 from linformer_plugin.io import atomic_output, atomic_write_text, write_jsonl  # noqa: E402
 from linformer_plugin.reference import reference_user_dir  # noqa: E402
 
-IMPLS = ("ours", "ours_compiled", "fq_linf", "fq_mha", "sdpa_full")
-LINFORMER_IMPLS = ("ours", "ours_compiled", "fq_linf")  # measured per k; the others once per n
+# the projection variants of ours: impl -> (--compressed-projection, --compressed-sharing)
+VARIANT_IMPLS = {
+    "ours_none": ("linear", "none"),
+    "ours_conv": ("conv", "headwise"),
+    "ours_conv_none": ("conv", "none"),
+    "ours_mean": ("mean", "headwise"),
+    "ours_max": ("max", "headwise"),
+}
+IMPLS = ("ours", "ours_compiled", "fq_linf", "fq_mha", "sdpa_full", *VARIANT_IMPLS)
+LINFORMER_IMPLS = ("ours", "ours_compiled", "fq_linf", *VARIANT_IMPLS)  # measured per k; the others once per n
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -97,6 +115,12 @@ def build_impl(impl, n, k, embed_dim, num_heads, device, dtype, compile_mode="de
         from linformer_plugin.modules import LinformerSelfAttention
 
         module = LinformerSelfAttention(embed_dim, num_heads, max_positions=n, compressed_dim=k)
+    elif impl in VARIANT_IMPLS:
+        from linformer_plugin.modules import LinformerSelfAttention
+
+        projection, sharing = VARIANT_IMPLS[impl]
+        module = LinformerSelfAttention(embed_dim, num_heads, max_positions=n, compressed_dim=k,
+                                        projection_method=projection, per_head=sharing == "none")
     elif impl == "fq_linf":
         reference = load_reference_linear_attention()
         module = reference(embed_dim, num_heads, dropout=0.0, self_attention=True,
@@ -185,14 +209,24 @@ def _free(device):
         torch.cuda.empty_cache()
 
 
+def padding_mask(n, bsz, device):
+    """B x n, True at pads: sentence b has n - b n / (2B) tokens (right padding), sentence 0 none."""
+    lengths = torch.tensor([n - b * n // (2 * bsz) for b in range(bsz)], device=device)
+    return torch.arange(n, device=device)[None, :] >= lengths[:, None]
+
+
 def time_case(impl, n, k, dtype_name, tokens, embed_dim=768, num_heads=12, device="cuda",
-              warmup=5, repeat=20, compile_mode="default", seed=0):
+              warmup=5, repeat=20, compile_mode="default", seed=0, padded=False):
     """Measure one case; returns the JSON record. Errors (OOM included) are recorded, not raised."""
     device = torch.device(device)
     dtype = DTYPES[dtype_name]
     bsz = max(1, tokens // n)
     record = {"n": n, "B": bsz, "impl": impl, "k": k if impl in LINFORMER_IMPLS else None, "dtype": dtype_name,
               "fwd_ms": None, "fwd_mem_mb": None, "train_ms": None, "train_mem_mb": None}
+    if padded:
+        record["padded"] = True
+    if impl in VARIANT_IMPLS:
+        record["projection"], record["sharing"] = VARIANT_IMPLS[impl]
     if impl == "fq_linf" and n % k:
         record["note"] = f"reference projects to n // (n // k) = {n // (n // k)} rows, not k"
     phase = "build"
@@ -202,13 +236,14 @@ def time_case(impl, n, k, dtype_name, tokens, embed_dim=768, num_heads=12, devic
         module = build_impl(impl, n, k, embed_dim, num_heads, device, dtype, compile_mode)
         x = torch.randn(n, bsz, embed_dim, device=device, dtype=dtype)
         grad = torch.randn(n, bsz, embed_dim, device=device, dtype=dtype)
+        mask = padding_mask(n, bsz, device) if padded else None
 
         phase = "fwd"
         module.eval()
 
         def forward():
             with torch.no_grad():
-                module(x, x, x, key_padding_mask=None, need_weights=False)
+                module(x, x, x, key_padding_mask=mask, need_weights=False)
 
         record["fwd_ms"] = _median_ms(forward, device, warmup, repeat)
         record["fwd_mem_mb"] = _peak_mb(forward, device)
@@ -222,7 +257,7 @@ def time_case(impl, n, k, dtype_name, tokens, embed_dim=768, num_heads=12, devic
             x_train.grad = None
 
         def train_step():
-            out, _ = module(x_train, x_train, x_train, key_padding_mask=None, need_weights=False)
+            out, _ = module(x_train, x_train, x_train, key_padding_mask=mask, need_weights=False)
             out.backward(grad)
 
         record["train_ms"] = _median_ms(train_step, device, warmup, repeat, before=clear_grads)
@@ -235,7 +270,7 @@ def time_case(impl, n, k, dtype_name, tokens, embed_dim=768, num_heads=12, devic
         record["error"] = error
         record["error_phase"] = phase
     # the exception (and its frames holding tensors) is gone here, so memory can be released
-    module = x = grad = x_train = None  # noqa: F841
+    module = x = grad = x_train = mask = None  # noqa: F841
     _free(device)
     return record
 
@@ -267,7 +302,7 @@ def _table(records, metric, ks, unit):
             columns.append(label)
     ratio_columns = []
     for k in ks:
-        for base in ("fq_linf", "fq_mha"):
+        for base in ("fq_linf", "fq_mha", *VARIANT_IMPLS):
             base_label = column_label(base, k)
             if base_label in columns and column_label("ours", k) in columns:
                 ratio_columns.append((f"{base_label.split()[0]}/ours k={k}", base_label, column_label("ours", k)))
@@ -300,6 +335,15 @@ def markdown_report(records, ks):
     metrics = (("fwd_ms", "inference forward", "ms"), ("train_ms", "forward + backward", "ms"),
                ("fwd_mem_mb", "inference forward peak memory", "MiB"),
                ("train_mem_mb", "forward + backward peak memory", "MiB"))
+    if any(r.get("padded") for r in records):
+        sections += ["", "Padded batches: sentence b of B has n - b n / (2B) tokens (right padding), with a "
+                     "key_padding_mask."]
+    if any(r["impl"] in VARIANT_IMPLS for r in records):
+        sections += ["", "Projection variants (ours_*/ours: above 1x the variant is slower or larger than the "
+                     "default linear projection): "
+                     + ", ".join(f"{impl} = --compressed-projection {p} --compressed-sharing {s}"
+                                 for impl, (p, s) in VARIANT_IMPLS.items())
+                     + "."]
     for dtype in dict.fromkeys(r["dtype"] for r in records):
         subset = [r for r in records if r["dtype"] == dtype]
         for metric, title, unit in metrics:
@@ -402,6 +446,10 @@ def parse_args(argv=None):
     p.add_argument("--impls", nargs="+", choices=IMPLS, default=None,
                    help="default: all (ours_compiled only with --compile)")
     p.add_argument("--compile", action="store_true", help="also measure ours under torch.compile")
+    p.add_argument("--variants", action="store_true",
+                   help=f"also measure the projection variants ({', '.join(VARIANT_IMPLS)})")
+    p.add_argument("--padded", action="store_true",
+                   help="right-padded batches with a key_padding_mask (sentence b: n - b n / (2B) tokens)")
     p.add_argument("--compile-mode", default="default", help="torch.compile mode, e.g. max-autotune")
     p.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp16", "bf16"])
     p.add_argument("--lengths", nargs="+", type=int,
@@ -417,7 +465,8 @@ def parse_args(argv=None):
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
     if args.impls is None:
-        args.impls = [i for i in IMPLS if i != "ours_compiled" or args.compile]
+        args.impls = [i for i in IMPLS if (i != "ours_compiled" or args.compile)
+                      and (i not in VARIANT_IMPLS or args.variants)]
     return args
 
 
@@ -440,10 +489,10 @@ def main(argv=None):
     results_path = os.path.join(args.out_dir, "results.jsonl")
     for i, (impl, n, k, dtype) in enumerate(cases, 1):
         record = time_case(impl, n, k if k is not None else args.ks[0], dtype, args.tokens, args.embed_dim,
-                           args.heads, device, args.warmup, args.repeat, args.compile_mode)
+                           args.heads, device, args.warmup, args.repeat, args.compile_mode, padded=args.padded)
         records.append(record)
         write_jsonl(results_path, records)  # rewritten after every case: a crash keeps what was measured
-        print(f"[{i}/{len(cases)}] {impl:13s} n={n:6d} B={record['B']:4d} k={str(record['k']):4s} {dtype}: "
+        print(f"[{i}/{len(cases)}] {impl:14s} n={n:6d} B={record['B']:4d} k={str(record['k']):4s} {dtype}: "
               f"fwd {_fmt(record['fwd_ms'], 3)} ms {_fmt(record['fwd_mem_mb'], 1)} MiB, "
               f"train {_fmt(record['train_ms'], 3)} ms {_fmt(record['train_mem_mb'], 1)} MiB"
               + (f"  [{record['error']}]" if record.get("error") else ""), flush=True)

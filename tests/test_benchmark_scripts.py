@@ -59,6 +59,28 @@ def test_benchmark_attention_cpu_smoke(tmp_path):
     assert record["B"] == 2 and record["fwd_ms"] > 0 and "error" not in record
 
 
+def test_benchmark_attention_projection_variants_cpu_smoke(tmp_path):
+    """The projection variants (--compressed-projection / --compressed-sharing) on padded batches."""
+    bench = _load_script("benchmark_attention")
+    out = tmp_path / "variants"
+    variants = list(bench.VARIANT_IMPLS)
+    assert variants == ["ours_none", "ours_conv", "ours_conv_none", "ours_mean", "ours_max"]
+    bench.main(["--device", "cpu", "--dtypes", "fp32", "--lengths", "64", "--tokens", "128", "--ks", "16",
+                "--embed-dim", "32", "--heads", "2", "--repeat", "1", "--warmup", "0", "--padded", "--no-plots",
+                "--impls", "ours", *variants, "--out-dir", str(out)])
+    records = _read_jsonl(out / "results.jsonl")
+    assert [r["impl"] for r in records] == ["ours", *variants]
+    for r in records:
+        assert "error" not in r, r
+        assert r["padded"] and r["k"] == 16 and r["fwd_ms"] > 0 and r["train_ms"] > 0, r
+    assert (records[2]["projection"], records[2]["sharing"]) == ("conv", "headwise")
+    report = (out / "results.md").read_text()
+    assert "ours_conv/ours k=16" in report and "Padded batches" in report
+    # the variants run only when asked for
+    assert not set(variants) & set(bench.parse_args([]).impls)
+    assert set(variants) <= set(bench.parse_args(["--variants"]).impls)
+
+
 def test_benchmark_train_cpu_smoke(tmp_path):
     out = tmp_path / "train"
     cmd = [sys.executable, os.path.join(SCRIPTS, "benchmark_train.py"), "--device", "cpu", "--small",

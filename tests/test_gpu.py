@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import build_tiny_model
-from linformer_plugin.modules import LinformerSelfAttention, SequenceProjection
+from linformer_plugin.modules import LinformerSelfAttention, SequenceProjection, WindowProjection
 
 pytestmark = pytest.mark.gpu
 HALF = [torch.float16, torch.bfloat16]
@@ -73,3 +73,112 @@ def test_model_half_precision_and_padding_invariance(dtype):
     alone = model(tokens[1:2, :100], features_only=True)[0]
     in_batch = model(padded, features_only=True)[0][1:2, :100]
     assert relative_error(in_batch, alone) < 1e-2
+
+
+# ----------------------------------------------------------------------------- projection variants
+# (projection, sharing, per-head order): see tests/test_projection_variants.py for the CPU checks
+
+VARIANTS = [
+    ("linear", "none", "project_input"),
+    ("linear", "none", "project_heads"),
+    ("conv", "none", "project_input"),
+    ("conv", "headwise", None),
+    ("conv", "kv", None),
+    ("conv", "layerwise", None),
+    ("mean", "headwise", None),
+    ("max", "headwise", None),
+]
+VARIANT_IDS = [f"{p}-{s}" + (f"-{o}" if o else "") for p, s, o in VARIANTS]
+
+
+def variant_attention(projection, sharing, order=None, C=768, H=12, n=1024, k=128):
+    torch.manual_seed(0)
+    shared = None
+    if sharing == "layerwise":
+        shared = (SequenceProjection(n, k, num_maps=1) if projection == "linear"
+                  else WindowProjection(n, k, num_maps=1, method=projection)).cuda()
+    attn = LinformerSelfAttention(C, H, max_positions=n, compressed_dim=k, shared_kv=sharing == "kv",
+                                  shared_projection=shared, projection_method=projection,
+                                  per_head=sharing == "none", per_head_order=order).cuda()
+    return attn, shared
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("projection,sharing,order", VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("length,padded", [(1024, False), (1024, True), (700, True), (700, False)])
+def test_variant_half_precision_matches_fp32(dtype, projection, sharing, order, length, padded):
+    """fp16/bf16 against fp32, full length and T < n, padded or not; gradients finite."""
+    attn, shared = variant_attention(projection, sharing, order)
+    x = torch.randn(length, 4, 768, device="cuda")
+    mask = padding_mask(4, length) if padded else None
+    reference, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)
+    attn.to(dtype)
+    if shared is not None:
+        shared.to(dtype)
+    xh = x.to(dtype).requires_grad_()
+    out, _ = attn(xh, xh, xh, key_padding_mask=mask, need_weights=False)
+    assert out.dtype == dtype
+    assert relative_error(out, reference) < (1e-2 if dtype == torch.float16 else 3e-2)
+    out.float().pow(2).mean().backward()
+    assert torch.isfinite(xh.grad).all()
+    params = list(attn.parameters()) + (list(shared.parameters()) if shared is not None else [])
+    assert all(torch.isfinite(p.grad).all() for p in params if p.requires_grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, *HALF])
+@pytest.mark.parametrize("projection,sharing,order", VARIANTS, ids=VARIANT_IDS)
+def test_variant_sdpa_equals_explicit_path_with_padding(dtype, projection, sharing, order):
+    """SDPA (with the window key mask for padded batches) against the explicit softmax."""
+    attn, shared = variant_attention(projection, sharing, order)
+    attn.to(dtype)
+    if shared is not None:
+        shared.to(dtype)
+    x = torch.randn(1024, 4, 768, device="cuda", dtype=dtype)
+    mask = padding_mask(4, 1024)
+    fast, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)
+    explicit, weights = attn(x, x, x, key_padding_mask=mask, need_weights=True)
+    assert weights.shape == (4, 1024, 128)
+    assert relative_error(fast, explicit) < (1e-4 if dtype == torch.float32 else 1e-2)
+
+
+@pytest.mark.parametrize("projection,sharing,order", VARIANTS, ids=VARIANT_IDS)
+def test_variant_under_autocast(projection, sharing, order):
+    """fairseq --amp: fp32 weights and residual stream, fp16 matmuls."""
+    attn, _ = variant_attention(projection, sharing, order)
+    x = torch.randn(1024, 4, 768, device="cuda")
+    mask = padding_mask(4, 1024)
+    reference, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)
+    with torch.autocast("cuda", dtype=torch.float16):
+        out, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)
+    assert relative_error(out, reference) < 1e-2
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("flags", [
+    {"compressed_projection": "conv"},
+    {"compressed_projection": "mean"},
+    {"compressed_projection": "max"},
+    {"compressed_sharing": "none"},
+    {"compressed_projection": "conv", "compressed_sharing": "none"},
+    {"compressed_dims": "64,16"},
+], ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()))
+def test_model_variant_half_precision_and_padding_invariance(dtype, flags):
+    model, d = build_tiny_model(max_positions=256, **({"compressed_dim": 32} if "compressed_dims" not in flags else {}),
+                                **flags)
+    model = model.cuda()
+    tokens = torch.randint(d.nspecial, len(d) - 1, (3, 256), device="cuda")
+    reference = model(tokens, features_only=True)[0]
+    model.to(dtype)
+    out = model(tokens, features_only=True)[0]
+    assert relative_error(out, reference) < 3e-2
+    for side in ("right", "left"):
+        padded = tokens.clone()
+        if side == "right":
+            padded[1, 100:] = d.pad()
+            in_batch = model(padded, features_only=True)[0][1:2, :100]
+        else:
+            padded[1, :156] = d.pad()
+            padded[1, 156:] = tokens[1, :100]
+            in_batch = model(padded, features_only=True)[0][1:2, 156:]
+        alone = model(tokens[1:2, :100], features_only=True)[0]
+        assert relative_error(in_batch, alone) < 1e-2

@@ -1,1 +1,3 @@
 from .linformer_roberta import LinformerModel  # noqa: F401  (registers linformer_roberta)
+
+__all__ = ["LinformerModel"]

@@ -14,7 +14,7 @@ from fairseq.models.roberta import (
 )
 from fairseq.utils import safe_hasattr
 
-from ..checkpoint import upgrade_reference_state_dict
+from ..checkpoint import check_projection_layout, upgrade_reference_state_dict
 from ..modules.linformer_encoder import LinformerTransformerEncoder
 from ..options import LinformerOptions, add_linformer_args, set_linformer_defaults
 
@@ -104,8 +104,11 @@ class LinformerEncoder(RobertaEncoder):
             )
         super().upgrade_state_dict_named(state_dict, name)
         version = utils.item(state_dict.get(f"{prefix}version", torch.tensor(1)))
+        encoder = self.sentence_encoder
         if version < CHECKPOINT_VERSION:
-            upgrade_reference_state_dict(state_dict, prefix + "sentence_encoder.", self.sentence_encoder.options)
+            upgrade_reference_state_dict(state_dict, prefix + "sentence_encoder.", encoder.options)
+        if not getattr(self.args, "encoder_layers_to_keep", None):  # pruned layers are renumbered later
+            check_projection_layout(state_dict, prefix + "sentence_encoder.", encoder.state_dict(), encoder.options)
         state_dict[f"{prefix}version"] = torch.tensor(CHECKPOINT_VERSION)
 
 

@@ -1,3 +1,6 @@
-from .linformer_attention import LinformerSelfAttention  # noqa: F401
-from .linformer_encoder import LinformerEncoderLayer, LinformerTransformerEncoder  # noqa: F401
-from .sequence_projection import SequenceProjection  # noqa: F401
+from .linformer_attention import LinformerSelfAttention
+from .linformer_encoder import LinformerEncoderLayer, LinformerTransformerEncoder
+from .sequence_projection import SequenceProjection, WindowProjection
+
+__all__ = ["LinformerEncoderLayer", "LinformerSelfAttention", "LinformerTransformerEncoder", "SequenceProjection",
+           "WindowProjection"]

@@ -5,6 +5,11 @@
 Keys and values are built from projected inputs, K = (E X) W_k^T + b_k and V = (F X) W_v^T + b_v,
 as fairseq's reference does (so its checkpoints give the same outputs), and attention runs over
 the k projected keys through ``F.scaled_dot_product_attention``.
+
+Variants (section 4 of the paper): E and F may be linear (k x n matrices) or windowed (conv,
+mean or max pooling with kernel = stride = n/k, see ``WindowProjection``), shared by the heads
+of a layer (the default), by keys and values, by all layers, or one per head (``per_head``:
+head i uses K_i = (E_i X) W_{k,i}^T + b_{k,i}, with W_{k,i} the rows of W_k of head i).
 """
 
 from typing import Dict, Optional, Tuple
@@ -15,16 +20,32 @@ from torch import Tensor, nn
 
 from fairseq.modules.quant_noise import quant_noise
 
-from .sequence_projection import SequenceProjection
+from .sequence_projection import SequenceProjection, WindowProjection, build_projection, check_sequence_length
+
+PER_HEAD_ORDERS = ("project_input", "project_heads")
 
 
 class LinformerSelfAttention(nn.Module):
     """Multi-head attention whose keys and values are projected along the sequence to length k.
 
-    ``projection`` is this layer's own ``SequenceProjection`` (registered here) unless
-    ``shared_projection`` is given: then one projection, owned by the encoder, serves every
-    layer (layerwise sharing) and is not registered twice. A projection with one map serves
-    keys and values alike (E = F); with two, its first k rows project keys and the rest values.
+    ``projection`` is this layer's own ``SequenceProjection`` (linear) or ``WindowProjection``
+    (``projection_method`` conv, mean or max), registered here, unless ``shared_projection`` is
+    given: then one projection, owned by the encoder, serves every layer (layerwise sharing) and
+    is not registered twice. A projection with one map serves keys and values alike (E = F); with
+    two, its first map projects keys and the second values.
+
+    ``per_head`` (sharing "none"): 2 H maps, the first H for the keys of heads 0..H-1, the next H
+    for their values. Since (E_i X) W^T = E_i (X W^T), there are two exact orders:
+
+    * ``project_input``: project the input once per head, E_i X (one GEMM for all 2H maps with a
+      linear projection, 2H cheap passes for conv), then each head's slice of k_proj/v_proj:
+      2 H k n C + 2 k C^2 multiply-adds per sentence.
+    * ``project_heads``: k_proj/v_proj at full length without bias, E_i applied to each head's d
+      channels, then the bias: 2 n C^2 + 2 k n C.
+
+    ``per_head_order=None`` picks the cheaper: ``project_heads`` for a linear projection when
+    H k > C + k (e.g. C = 768, H = 12, k >= 70), else ``project_input`` (always for conv, whose
+    per-head pass costs n C, not k n C).
     """
 
     def __init__(
@@ -40,6 +61,9 @@ class LinformerSelfAttention(nn.Module):
         bias: bool = True,
         q_noise: float = 0.0,
         qn_block_size: int = 8,
+        projection_method: str = "linear",
+        per_head: bool = False,
+        per_head_order: Optional[str] = None,
     ):
         super().__init__()
         if embed_dim % num_heads != 0:
@@ -56,16 +80,38 @@ class LinformerSelfAttention(nn.Module):
             return quant_noise(nn.Linear(embed_dim, embed_dim, bias=bias), q_noise, qn_block_size)
 
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = linear(), linear(), linear(), linear()
+        if per_head and (shared_kv or shared_projection is not None):
+            raise ValueError("per_head (sharing none) excludes shared_kv and a shared (layerwise) projection")
+        if per_head and projection_method in ("mean", "max"):
+            raise ValueError(f"{projection_method} pooling has no parameters: a projection per head would be "
+                             "the same pooling for every head")
+        if per_head and q_noise > 0:
+            raise ValueError("quant-noise (--quant-noise-pq) is not supported with a projection per head "
+                             "(sharing none): its per-head path uses slices of k_proj/v_proj")
         if shared_projection is None:
-            self.projection = SequenceProjection(
-                max_positions, compressed_dim, num_maps=1 if shared_kv else 2, freeze=freeze_projection
+            num_maps = 2 * num_heads if per_head else 1 if shared_kv else 2
+            self.projection = build_projection(
+                projection_method, max_positions, compressed_dim, num_maps, freeze=freeze_projection
             )
         else:
             self._shared_projection = (shared_projection,)  # a tuple: not registered as a child
+        projection = self.sequence_projection
+        self.windowed = isinstance(projection, WindowProjection)
+        self.per_head = per_head
+        if per_head:
+            if per_head_order is None:
+                k = projection.compressed_dim
+                cheaper = not self.windowed and num_heads * k > embed_dim + k
+                per_head_order = "project_heads" if cheaper else "project_input"
+            if per_head_order not in PER_HEAD_ORDERS or (per_head_order == "project_heads" and self.windowed):
+                raise ValueError(f"per_head_order must be one of {PER_HEAD_ORDERS} (project_heads: linear only), "
+                                 f"got {per_head_order!r}")
+        self.per_head_order = per_head_order if per_head else None
         self.reset_parameters()
 
     @property
-    def sequence_projection(self) -> SequenceProjection:
+    def sequence_projection(self):
+        """This layer's projection: a ``SequenceProjection`` or a ``WindowProjection``."""
         shared = self.__dict__.get("_shared_projection")
         return shared[0] if shared is not None else self.projection
 
@@ -84,8 +130,15 @@ class LinformerSelfAttention(nn.Module):
 
     def project_keys_values(
         self, key: Tensor, value: Tensor, key_padding_mask: Optional[Tensor]
-    ) -> Tuple[Tensor, Tensor]:
-        """Projected keys and values, each k x B x C."""
+    ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """Projected keys and values, each k' x B x C, and a key mask (B x k', True for keys that
+        may be attended; None: all). k' = k, except for windowed projections: ceil(S / s)."""
+        if self.per_head:
+            if self.per_head_order == "project_heads":
+                return self._per_head_after_linear(key, value, key_padding_mask)
+            return self._per_head_from_input(key, value, key_padding_mask)
+        if self.windowed:
+            return self._windowed_keys_values(key, value, key_padding_mask)
         projection = self.sequence_projection
         k = projection.compressed_dim
         two_maps = projection.num_maps == 2
@@ -95,7 +148,81 @@ class LinformerSelfAttention(nn.Module):
         else:
             key_rows = projection(key, key_padding_mask, slice(0, k))
             value_rows = projection(value, key_padding_mask, slice(k, 2 * k) if two_maps else None)
-        return self.k_proj(key_rows), self.v_proj(value_rows)
+        return self.k_proj(key_rows), self.v_proj(value_rows), None
+
+    def _windowed_keys_values(self, key, value, key_padding_mask):
+        projection = self.sequence_projection
+        two_maps = projection.num_maps == 2
+        if key is value:
+            rows, key_mask = projection(key, key_padding_mask)  # maps x W x B x C
+            key_rows, value_rows = (rows[0], rows[1]) if two_maps else (rows[0], rows[0])
+        else:
+            key_rows, key_mask = projection(key, key_padding_mask, slice(0, 1))
+            value_rows, _ = projection(value, key_padding_mask, slice(1, 2) if two_maps else None)
+            key_rows, value_rows = key_rows[0], value_rows[0]
+        return self.k_proj(key_rows), self.v_proj(value_rows), key_mask
+
+    def _head_linear(self, rows: Tensor, linear: nn.Linear) -> Tensor:
+        """rows: H x k' x B x C, head i's projected input -> k' x B x C, head i's channels from
+        ``linear``'s rows of head i: K_i = (E_i X) W_i^T + b_i."""
+        heads, head_dim = self.num_heads, self.head_dim
+        weight = linear.weight.view(heads, head_dim, -1)
+        out = torch.einsum("hjbc,hdc->jbhd", rows, weight.to(rows.dtype))
+        if linear.bias is not None:
+            out = out + linear.bias.view(heads, head_dim).to(out.dtype)  # (under autocast too)
+        return out.reshape(out.size(0), out.size(1), -1)
+
+    def _per_head_from_input(self, key, value, key_padding_mask):
+        """project_input order: E_i X for every map, then each head's slice of k_proj / v_proj."""
+        projection = self.sequence_projection
+        heads = self.num_heads
+        key_mask = None
+        if key is value:
+            rows = projection(key, key_padding_mask)
+            if self.windowed:
+                rows, key_mask = rows  # 2H x W x B x C
+            else:
+                rows = rows.view(2 * heads, projection.compressed_dim, *rows.shape[1:])
+            key_rows, value_rows = rows[:heads], rows[heads:]
+        else:
+            maps = (slice(0, heads), slice(heads, 2 * heads))
+            if not self.windowed:
+                k = projection.compressed_dim
+                maps = (slice(0, heads * k), slice(heads * k, 2 * heads * k))
+            key_rows, value_rows = projection(key, key_padding_mask, maps[0]), projection(value, key_padding_mask, maps[1])
+            if self.windowed:
+                (key_rows, key_mask), (value_rows, _) = key_rows, value_rows
+            else:
+                key_rows, value_rows = (r.view(heads, -1, *r.shape[1:]) for r in (key_rows, value_rows))
+        return self._head_linear(key_rows, self.k_proj), self._head_linear(value_rows, self.v_proj), key_mask
+
+    def _per_head_after_linear(self, key, value, key_padding_mask):
+        """project_heads order (linear): X W^T at full length, then E_i on head i's channels, then b."""
+        projection = self.sequence_projection
+        heads, head_dim, k = self.num_heads, self.head_dim, projection.compressed_dim
+        seq_len, bsz, _ = key.shape
+        check_sequence_length(seq_len, projection.max_positions)
+        if key is value:  # one GEMM for both
+            weight = torch.cat([self.k_proj.weight, self.v_proj.weight])
+            full = F.linear(key, weight).view(seq_len, bsz, 2 * heads, head_dim)
+        else:
+            full = torch.cat([F.linear(key, self.k_proj.weight), F.linear(value, self.v_proj.weight)], dim=-1)
+            full = full.view(seq_len, bsz, 2 * heads, head_dim)
+        maps = projection.weight.to(full.dtype).view(2 * heads, k, -1)
+        if key_padding_mask is None:
+            out = torch.einsum("mjs,sbmd->jbmd", maps[:, :, :seq_len], full)
+        else:  # as SequenceProjection: real token number p meets column p of its head's map
+            keep = ~key_padding_mask
+            positions = (keep.cumsum(dim=1) - 1).clamp_(min=0)  # B x S
+            per_sentence = maps.index_select(2, positions.flatten()).view(2 * heads, k, bsz, seq_len)
+            per_sentence = per_sentence * keep.to(full.dtype)
+            out = torch.einsum("mjbs,sbmd->jbmd", per_sentence, full)
+        keys, values = out[:, :, :heads], out[:, :, heads:]
+        if self.k_proj.bias is not None:
+            keys = keys + self.k_proj.bias.view(heads, head_dim).to(keys.dtype)
+        if self.v_proj.bias is not None:
+            values = values + self.v_proj.bias.view(heads, head_dim).to(values.dtype)
+        return keys.reshape(k, bsz, -1), values.reshape(k, bsz, -1), None
 
     def forward(
         self,
@@ -138,7 +265,7 @@ class LinformerSelfAttention(nn.Module):
             key_padding_mask = key_padding_mask.to(torch.bool)
 
         q = self.q_proj(query)
-        k, v = self.project_keys_values(key, value, key_padding_mask)
+        k, v, key_mask = self.project_keys_values(key, value, key_padding_mask)
         dropout_p = self.dropout if self.training else 0.0
         want_weights = need_weights or need_head_weights
         # chunks help the backward only (the forward has enough query blocks as it is)
@@ -155,15 +282,20 @@ class LinformerSelfAttention(nn.Module):
             # (chunks, B*H, T/chunks, d), with keys and values broadcast over the chunks.
             q = q.view(chunks, tgt_len // chunks, bsz * heads, head_dim).transpose(1, 2)
             k, v = (t.view(-1, bsz * heads, head_dim).transpose(0, 1).expand(chunks, -1, -1, -1) for t in (k, v))
+        mask = None
+        if key_mask is not None:  # windowed projections of padded batches: empty windows are no keys
+            mask = key_mask[:, None, None, :]  # B x 1 x 1 x k'
+            if chunks > 1:  # (chunks, B*H, T/chunks, k'): one row per sentence and head
+                mask = key_mask[:, None, :].expand(bsz, heads, -1).reshape(1, bsz * heads, 1, -1)
 
         weights = None
         if want_weights:
-            attn, weights = self._attention_with_weights(q, k, v, dropout_p)
+            attn, weights = self._attention_with_weights(q, k, v, dropout_p, mask)
             weights = weights.transpose(0, 1)  # H x B x T x k
             if not need_head_weights:
                 weights = weights.mean(dim=0)
         else:
-            attn = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         if chunks == 1:
             attn = attn.permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim)
         else:  # (chunks, B*H, T/chunks, d) -> T x B x C
@@ -171,9 +303,12 @@ class LinformerSelfAttention(nn.Module):
         return self.out_proj(attn), weights
 
     @staticmethod
-    def _attention_with_weights(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> Tuple[Tensor, Tensor]:
+    def _attention_with_weights(q: Tensor, k: Tensor, v: Tensor, dropout_p: float,
+                                mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """The explicit computation, returning the softmax weights too (in at least fp32)."""
         scores = (q * q.size(-1) ** -0.5) @ k.transpose(-2, -1)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
         probs = F.dropout(weights.type_as(q), p=dropout_p, training=dropout_p > 0)
         return probs @ v, weights

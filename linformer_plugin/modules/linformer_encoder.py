@@ -2,6 +2,8 @@
 
 from typing import Optional
 
+from torch import nn
+
 from fairseq.distributed import fsdp_wrap
 from fairseq.models.transformer import TransformerConfig, TransformerEncoder
 from fairseq.modules import TransformerEncoderLayer
@@ -9,44 +11,53 @@ from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 
 from ..options import LinformerOptions
 from .linformer_attention import LinformerSelfAttention
-from .sequence_projection import SequenceProjection, check_sequence_length
+from .sequence_projection import build_projection, check_sequence_length
 
 
 class LinformerEncoderLayer(TransformerEncoderLayer):
-    """A fairseq encoder layer whose self-attention is ``LinformerSelfAttention``."""
+    """A fairseq encoder layer whose self-attention is ``LinformerSelfAttention``.
 
-    def __init__(self, args, options: LinformerOptions, shared_projection: Optional[SequenceProjection] = None):
+    ``compressed_dim`` is this layer's k (``options.compressed_dim`` unless per-layer k is given).
+    """
+
+    def __init__(self, args, options: LinformerOptions, shared_projection: Optional[nn.Module] = None,
+                 compressed_dim: Optional[int] = None):
         # set before super().__init__, which calls build_self_attention; a tuple keeps the
         # shared projection from being registered in every layer
-        self.linformer = (options, shared_projection)
+        self.linformer = (options, shared_projection, compressed_dim or options.compressed_dim)
         super().__init__(args)
 
     def build_self_attention(self, embed_dim, cfg):
-        options, shared_projection = self.linformer
+        options, shared_projection, compressed_dim = self.linformer
         cfg = TransformerConfig.from_namespace(cfg)
         return LinformerSelfAttention(
             embed_dim,
             cfg.encoder.attention_heads,
             max_positions=options.max_positions,
-            compressed_dim=options.compressed_dim,
+            compressed_dim=compressed_dim,
             shared_kv=options.sharing == "kv",
             shared_projection=shared_projection,
             freeze_projection=options.freeze,
             dropout=cfg.attention_dropout,
             q_noise=self.quant_noise,
             qn_block_size=self.quant_noise_block_size,
+            projection_method=options.projection,
+            per_head=options.sharing == "none",
         )
 
 
 class LinformerTransformerEncoder(TransformerEncoder):
     """fairseq's TransformerEncoder built from ``LinformerEncoderLayer``s.
 
-    With layerwise sharing the encoder owns the one ``shared_projection`` all layers use.
+    With layerwise sharing the encoder owns the one ``shared_projection`` all layers use. With
+    per-layer k (``options.compressed_dims``) layer i gets the i-th k.
     """
 
     def __init__(self, args, dictionary, embed_tokens, options: LinformerOptions):
         self.options = options
         self.shared_projection = None
+        self._layer_dims = options.layer_dims(TransformerConfig.from_namespace(args).encoder.layers)
+        self._layers_built = 0
         super().__init__(args, dictionary, embed_tokens)
 
     def forward(self, src_tokens, *args, **kwargs):
@@ -57,10 +68,13 @@ class LinformerTransformerEncoder(TransformerEncoder):
     def build_encoder_layer(self, args):
         options = self.options
         if options.sharing == "layerwise" and self.shared_projection is None:
-            self.shared_projection = SequenceProjection(
-                options.max_positions, options.compressed_dim, num_maps=1, freeze=options.freeze
+            self.shared_projection = build_projection(
+                options.projection, options.max_positions, options.compressed_dim, num_maps=1, freeze=options.freeze
             )
-        layer = LinformerEncoderLayer(args, options, self.shared_projection)
+        # fairseq builds the layers in order, one call each
+        compressed_dim = self._layer_dims[self._layers_built]
+        self._layers_built += 1
+        layer = LinformerEncoderLayer(args, options, self.shared_projection, compressed_dim)
         # the wrapping fairseq's TransformerEncoderBase.build_encoder_layer applies
         cfg = TransformerConfig.from_namespace(args)
         if cfg.checkpoint_activations:

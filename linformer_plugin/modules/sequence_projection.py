@@ -1,9 +1,11 @@
-"""E and F: learned maps along the sequence axis, n positions -> k rows (Linformer, eq. 7)."""
+"""E and F: maps along the sequence axis, n positions -> k rows (Linformer, eq. 7): the learned
+linear ``SequenceProjection`` and the windowed ``WindowProjection`` (conv, mean and max pooling)."""
 
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -68,3 +70,142 @@ class SequenceProjection(nn.Module):
             f"max_positions={self.max_positions}, compressed_dim={self.compressed_dim}, "
             f"num_maps={self.num_maps}, trainable={self.weight.requires_grad}"
         )
+
+
+WINDOW_METHOD_CODES = {"conv": 0, "mean": 1, "max": 2}
+
+
+class WindowProjection(nn.Module):
+    """The paper's "general projections" (section 4): conv, mean or max pooling along the sequence
+    with kernel = stride = s = max_positions / k, so n positions give k rows.
+
+    * ``conv``: a learned kernel of s taps per map, the same for every channel (a
+      ``Conv1d(1, 1, s, stride=s)`` run on each channel): it is the linear projection E restricted
+      to a block-diagonal k x n matrix whose blocks are one kernel, so E X W^T = E (X W^T) still
+      holds and a projection per head stays meaningful. It neither mixes channels (a
+      ``Conv1d(C, C, s, stride=s)`` would be a full extra C x C layer per window, before k_proj,
+      which is itself a C x C layer) nor has a kernel per channel; its cost is B n C
+      multiply-adds per map and its parameters ``num_maps x s``. Initialised like the linear
+      projection (xavier-uniform with gain 1/sqrt(2) on each block), which gives the projected
+      rows the same variance as the linear projection's.
+    * ``mean`` / ``max``: pooling over each window, per channel; no parameters, one map that
+      serves keys and values alike.
+
+    Windows are defined by a token's position among the real tokens of its sentence (as the
+    linear projection's columns are): real token number p falls in window p // s at tap p % s,
+    so right or left padding never changes which window a token falls in. For a sentence of
+    L < n tokens only ceil(L / s) windows hold tokens, and the last may be partial: conv uses
+    the kernel's first taps (zeros for the missing tokens, like a linear E's first L columns),
+    mean divides by the number of real tokens in the window, max takes the max over them. The
+    empty windows are not keys: without a padding mask all sentences have the padded length S and
+    only ceil(S / s) rows are returned; with one, ``ceil(S / s)`` rows are returned with a
+    ``key_mask`` (B x rows, True for windows that hold tokens of that sentence) that attention
+    applies, so a sentence gives the same output alone as inside any padded batch.
+
+    The persistent buffer ``layout`` = [method code, stride] records the variant in checkpoints
+    (mean and max pooling have no parameter that would tell them apart).
+    """
+
+    def __init__(self, max_positions: int, compressed_dim: int, num_maps: int = 2, method: str = "conv",
+                 freeze: bool = False):
+        super().__init__()
+        if method not in WINDOW_METHOD_CODES:
+            raise ValueError(f"unknown window projection {method!r}; choose one of {', '.join(WINDOW_METHOD_CODES)}")
+        if compressed_dim <= 0 or max_positions % compressed_dim:
+            raise ValueError(
+                f"a {method} projection with kernel = stride = n/k needs k to divide n, got "
+                f"n={max_positions}, k={compressed_dim}"
+            )
+        self.max_positions = max_positions
+        self.compressed_dim = compressed_dim
+        self.stride = max_positions // compressed_dim
+        self.method = method
+        self.num_maps = num_maps if method == "conv" else 1
+        if method == "conv":
+            self.kernel = nn.Parameter(torch.empty(self.num_maps, self.stride))
+            self.reset_parameters()
+            self.kernel.requires_grad_(not freeze)
+        else:
+            self.register_parameter("kernel", None)
+        self.register_buffer("layout", torch.tensor([WINDOW_METHOD_CODES[method], self.stride]))
+
+    def reset_parameters(self):
+        if self.kernel is not None:
+            # each (1 x s) block as xavier_uniform(gain 1/sqrt(2)): bound sqrt(3 / (s + 1))
+            bound = math.sqrt(3.0 / (self.stride + 1))
+            nn.init.uniform_(self.kernel, -bound, bound)
+
+    def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None, maps: Optional[slice] = None):
+        """x: S x B x C; padding_mask: B x S, True at pads.
+
+        Returns ``(rows, key_mask)``: rows is (maps x W x B x C) with W = ceil(S / s) windows (maps
+        selected by ``maps``, default all; one for pooling), key_mask is None without a padding
+        mask, else B x W, True where the window holds tokens of that sentence.
+        """
+        seq_len, bsz, channels = x.shape
+        check_sequence_length(seq_len, self.max_positions)
+        s = self.stride
+        windows = -(-seq_len // s)
+        key_mask = lengths = None
+        if padding_mask is not None:
+            x, lengths = compact_tokens(x, padding_mask)  # real tokens first, zeros after
+            # a sentence of no tokens keeps window 0 (all zeros): a softmax needs one key
+            key_mask = torch.arange(windows, device=x.device)[None, :] < ((lengths + s - 1) // s).clamp(min=1)[:, None]
+        pad = windows * s - seq_len
+        if self.method == "max":
+            if lengths is not None:  # pads (after compaction: positions >= length) never win
+                beyond = torch.arange(seq_len, device=x.device)[:, None] >= lengths[None, :]  # S x B
+                x = x.masked_fill(beyond[..., None], float("-inf"))
+            if pad:
+                x = F.pad(x, (0, 0, 0, 0, 0, pad), value=float("-inf"))
+            rows = x.view(windows, s, bsz, channels).amax(dim=1)  # a view: no copy
+            if key_mask is not None:  # empty windows: 0 rather than -inf (masked anyway, and no NaN)
+                rows = rows.masked_fill(~key_mask.T[..., None], 0.0)
+            return rows.unsqueeze(0), key_mask
+        if pad:
+            x = F.pad(x, (0, 0, 0, 0, 0, pad))
+        xv = x.view(windows, s, bsz, channels)  # splits the sequence axis: a view whatever x's strides
+        if self.method == "mean":
+            if lengths is None:
+                counts = torch.full((windows, 1), s, dtype=x.dtype, device=x.device)
+                counts[-1] = seq_len - (windows - 1) * s
+            else:
+                starts = torch.arange(windows, device=x.device)[:, None] * s
+                counts = (lengths[None, :] - starts).clamp(min=1, max=s).to(x.dtype)  # W x B
+            return (xv.sum(dim=1) / counts[..., None]).unsqueeze(0), key_mask
+        kernel = self.kernel if maps is None else self.kernel[maps]
+        return torch.einsum("mr,wrbc->mwbc", kernel.to(x.dtype), xv), key_mask
+
+    def extra_repr(self) -> str:
+        trainable = self.kernel is not None and self.kernel.requires_grad
+        return (f"method={self.method}, max_positions={self.max_positions}, compressed_dim={self.compressed_dim}, "
+                f"stride={self.stride}, num_maps={self.num_maps}, trainable={trainable}")
+
+
+def compact_tokens(x: Tensor, padding_mask: Tensor) -> Tuple[Tensor, Tensor]:
+    """Each sentence's real tokens moved to its start in their order, zeros after them.
+
+    x: S x B x C, padding_mask: B x S (True at pads). Returns (S x B x C, lengths B). Right padding
+    leaves x as it is (but copied); left padding shifts each sentence to the front.
+    """
+    seq_len, bsz, channels = x.shape
+    # a stable sort of the pad flags puts the real tokens first, in their order
+    order = torch.sort(padding_mask.to(torch.uint8), dim=1, stable=True).indices  # B x S
+    batch = torch.arange(bsz, device=x.device)
+    if x.transpose(0, 1).is_contiguous():  # B x S x C in memory (fairseq transposes B x T x C): no copy
+        flat = (order + batch[:, None] * seq_len).flatten()
+        compact = x.transpose(0, 1).reshape(bsz * seq_len, channels).index_select(0, flat)
+        compact = compact.view(bsz, seq_len, channels).transpose(0, 1)
+    else:
+        flat = (order.T * bsz + batch).flatten()  # row of x.view(S*B, C)
+        compact = x.reshape(seq_len * bsz, channels).index_select(0, flat).view(seq_len, bsz, channels)
+    lengths = (~padding_mask).sum(dim=1)
+    valid = torch.arange(seq_len, device=x.device)[:, None] < lengths[None, :]  # S x B
+    return compact * valid[..., None].to(x.dtype), lengths
+
+
+def build_projection(method: str, max_positions: int, compressed_dim: int, num_maps: int, freeze: bool = False):
+    """A ``SequenceProjection`` (linear) or a ``WindowProjection`` (conv, mean, max)."""
+    if method == "linear":
+        return SequenceProjection(max_positions, compressed_dim, num_maps=num_maps, freeze=freeze)
+    return WindowProjection(max_positions, compressed_dim, num_maps=num_maps, method=method, freeze=freeze)

@@ -1,0 +1,553 @@
+"""The paper's other projections (section 4): a projection per head (sharing none), convolution
+and mean/max pooling with kernel = stride = n/k, and k per layer.
+
+Each variant is checked against the formula written out per sentence in float64, for padding
+(right and left), lengths below max_positions, checkpoints and bad combinations of options.
+"""
+
+import argparse
+import io
+import math
+import re
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from conftest import build_tiny_model, tiny_dictionary
+from linformer_plugin.modules import LinformerSelfAttention, SequenceProjection, WindowProjection
+from linformer_plugin.modules.sequence_projection import compact_tokens
+from linformer_plugin.options import (
+    LinformerConfigError, LinformerOptions, add_linformer_args, set_linformer_defaults,
+)
+
+C, H, N, K = 32, 4, 24, 6  # window s = N / K = 4
+S = N // K
+
+# (projection, sharing, per-head order): every valid combination
+VARIANTS = [
+    ("linear", "none", "project_input"),
+    ("linear", "none", "project_heads"),
+    ("linear", "headwise", None),
+    ("linear", "kv", None),
+    ("linear", "layerwise", None),
+    ("conv", "none", "project_input"),
+    ("conv", "headwise", None),
+    ("conv", "kv", None),
+    ("conv", "layerwise", None),
+    ("mean", "headwise", None),
+    ("max", "headwise", None),
+]
+VARIANT_IDS = [f"{p}-{s}" + (f"-{o}" if o else "") for p, s, o in VARIANTS]
+MODEL_VARIANTS = [(p, s) for p, s, o in VARIANTS if o != "project_heads"]
+
+
+def make_attention(projection, sharing, order=None, n=N, k=K, embed_dim=C, heads=H):
+    torch.manual_seed(0)
+    shared = None
+    if sharing == "layerwise":
+        shared = (SequenceProjection(n, k, num_maps=1) if projection == "linear"
+                  else WindowProjection(n, k, num_maps=1, method=projection))
+    attn = LinformerSelfAttention(
+        embed_dim, heads, max_positions=n, compressed_dim=k, shared_kv=sharing == "kv", shared_projection=shared,
+        projection_method=projection, per_head=sharing == "none", per_head_order=order,
+    )
+    for p in attn.parameters():  # non-trivial biases and kernels
+        torch.nn.init.normal_(p, std=0.3)
+    if shared is not None:  # owned by the encoder in a model, so converted here by hand
+        for p in shared.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+        shared.double()
+    return attn.double().eval()
+
+
+def projected_rows(attn, x, m):
+    """Map m of the layer's projection applied to one sentence x (L x C), as the paper defines it:
+    E X with E (rows x L) written out, or the pooling of each window of s real tokens."""
+    proj = attn.sequence_projection
+    L = x.size(0)
+    if isinstance(proj, SequenceProjection):
+        k = proj.compressed_dim
+        return proj.weight[m * k:(m + 1) * k, :L] @ x
+    s = proj.stride
+    windows = math.ceil(L / s)
+    if proj.method == "conv":  # E: block j holds the kernel at columns j s .. j s + s - 1
+        E = torch.zeros(windows, L, dtype=x.dtype)
+        for j in range(windows):
+            for t in range(j * s, min((j + 1) * s, L)):
+                E[j, t] = proj.kernel[m, t - j * s]
+        return E @ x
+    pool = (lambda w: w.mean(0)) if proj.method == "mean" else (lambda w: w.max(0).values)
+    return torch.stack([pool(x[j * s:(j + 1) * s]) for j in range(windows)])
+
+
+def key_value_maps(attn, head):
+    """Which maps project the keys and values of ``head``."""
+    proj = attn.sequence_projection
+    if attn.per_head:
+        return head, attn.num_heads + head
+    if isinstance(proj, WindowProjection) and proj.method != "conv":
+        return 0, 0
+    return (0, 1) if proj.num_maps == 2 else (0, 0)
+
+
+def reference_attention(attn, x, lengths=None):
+    """Eq. 7 of the paper per sentence and per head: head_i = softmax(Q_i K_i^T / sqrt d) V_i with
+    K_i = (E_i X) W_{k,i}^T + b_{k,i}, V_i = (F_i X) W_{v,i}^T + b_{v,i} (the reference's order).
+    Sentences of ``lengths`` are the first tokens of each column of x (right padding)."""
+    T, B, _ = x.shape
+    d = C // H
+    out = torch.zeros_like(x)
+    for b in range(B):
+        L = T if lengths is None else lengths[b]
+        xb = x[:L, b]  # the sentence alone
+        q = xb @ attn.q_proj.weight.T + attn.q_proj.bias
+        heads = []
+        for h in range(H):
+            sl = slice(h * d, (h + 1) * d)
+            mk, mv = key_value_maps(attn, h)
+            k = projected_rows(attn, xb, mk) @ attn.k_proj.weight[sl].T + attn.k_proj.bias[sl]
+            v = projected_rows(attn, xb, mv) @ attn.v_proj.weight[sl].T + attn.v_proj.bias[sl]
+            w = torch.softmax(q[:, sl] @ k.T / d ** 0.5, dim=-1)
+            heads.append(w @ v)
+        out[:L, b] = torch.cat(heads, dim=-1) @ attn.out_proj.weight.T + attn.out_proj.bias
+    return out
+
+
+def pad_batch(x, lengths, side, fill):
+    """The sentences x[:L, b], padded on ``side`` with garbage; returns (batch, mask B x T)."""
+    T = x.size(0)
+    batch = torch.full_like(x, fill)
+    mask = torch.ones(x.size(1), T, dtype=torch.bool)
+    for b, L in enumerate(lengths):
+        start = 0 if side == "right" else T - L
+        batch[start:start + L, b] = x[:L, b]
+        mask[b, start:start + L] = False
+    return batch, mask
+
+
+# ----------------------------------------------------------------------------- the attention module
+
+
+@pytest.mark.parametrize("projection,sharing,order", VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("seq_len", [N, 13, 1])
+def test_matches_paper_formula(projection, sharing, order, seq_len):
+    attn = make_attention(projection, sharing, order)
+    x = torch.randn(seq_len, 3, C, dtype=torch.double)
+    out, _ = attn(x, x, x, need_weights=False)
+    torch.testing.assert_close(out, reference_attention(attn, x), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("projection,sharing,order", VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("T", [N, 22])  # the batch's padded length: 22 is not a whole number of windows
+def test_padding_contributes_nothing(projection, sharing, order, T):
+    """A sentence gives the same output alone as inside a right- or left-padded batch."""
+    attn = make_attention(projection, sharing, order)
+    lengths = [T, 17, 9, 4, 1]  # full, partial last window, exact windows, one window, one token
+    x = torch.randn(T, len(lengths), C, dtype=torch.double)
+    expected = reference_attention(attn, x, lengths)
+    for side, fill in (("right", 1e3), ("left", -1e3)):
+        batch, mask = pad_batch(x, lengths, side, fill)
+        out, _ = attn(batch, batch, batch, key_padding_mask=mask, need_weights=False)
+        explicit, _ = attn(batch, batch, batch, key_padding_mask=mask, need_weights=True)
+        for b, L in enumerate(lengths):
+            rows = slice(0, L) if side == "right" else slice(T - L, T)
+            torch.testing.assert_close(out[rows, b], expected[:L, b], rtol=1e-9, atol=1e-9)
+            torch.testing.assert_close(explicit[rows, b], expected[:L, b], rtol=1e-9, atol=1e-9)
+            alone, _ = attn(x[:L, b:b + 1], x[:L, b:b + 1], x[:L, b:b + 1], need_weights=False)
+            torch.testing.assert_close(out[rows, b], alone[:, 0], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("projection,sharing,order", VARIANTS, ids=VARIANT_IDS)
+def test_sdpa_path_equals_explicit_path_and_weights(projection, sharing, order):
+    attn = make_attention(projection, sharing, order)
+    x = torch.randn(N, 5, C, dtype=torch.double)
+    fast, none = attn(x, x, x, need_weights=False)
+    explicit, weights = attn(x, x, x, need_weights=True)
+    assert none is None
+    torch.testing.assert_close(fast, explicit, rtol=1e-9, atol=1e-9)
+    assert weights.shape == (5, N, K)
+    # shorter input: a windowed projection has only ceil(T / s) keys, a linear one still k
+    short = x[:13]
+    _, weights = attn(short, short, short, need_head_weights=True)
+    assert weights.shape == (H, 5, 13, K if projection == "linear" else math.ceil(13 / S))
+    # padded: the empty windows of a short sentence get no weight
+    _, mask = pad_batch(x[:, :2], [N, 5], "right", 0.0)
+    _, weights = attn(x[:, :2], x[:, :2], x[:, :2], key_padding_mask=mask, need_weights=True)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, N, dtype=torch.double))
+    if projection != "linear":
+        assert (weights[1, :, math.ceil(5 / S):] == 0).all()
+
+
+@pytest.mark.parametrize("projection,sharing,order", VARIANTS, ids=VARIANT_IDS)
+def test_distinct_key_and_value_inputs(projection, sharing, order):
+    """key and value given as different tensors take the separate path, with the same result."""
+    attn = make_attention(projection, sharing, order)
+    x = torch.randn(N, 3, C, dtype=torch.double)
+    _, mask = pad_batch(x, [N, 11, 3], "left", 0.0)
+    fused, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)
+    separate, _ = attn(x, x.clone(), x.clone(), key_padding_mask=mask, need_weights=False)
+    torch.testing.assert_close(separate, fused, rtol=1e-9, atol=1e-9)
+
+
+def test_per_head_orders_agree_and_the_cheaper_is_chosen():
+    a = make_attention("linear", "none", "project_input")
+    b = make_attention("linear", "none", "project_heads")
+    x = torch.randn(N, 3, C, dtype=torch.double)
+    _, mask = pad_batch(x, [N, 10, 2], "left", 0.0)
+    torch.testing.assert_close(a(x, x, x, key_padding_mask=mask)[0], b(x, x, x, key_padding_mask=mask)[0],
+                               rtol=1e-9, atol=1e-9)
+    # H k > C + k: k_proj at full length first is cheaper; else the input is projected per head
+    assert LinformerSelfAttention(768, 12, 1024, 128, per_head=True).per_head_order == "project_heads"
+    assert LinformerSelfAttention(768, 12, 1024, 32, per_head=True).per_head_order == "project_input"
+    assert LinformerSelfAttention(768, 12, 1024, 128, per_head=True,
+                                  projection_method="conv").per_head_order == "project_input"
+    assert LinformerSelfAttention(768, 12, 1024, 128).per_head_order is None
+
+
+@pytest.mark.parametrize("projection,sharing,order", VARIANTS, ids=VARIANT_IDS)
+def test_gradients_reach_the_projection(projection, sharing, order):
+    attn = make_attention(projection, sharing, order).float().train()
+    x = torch.randn(N, 2, C, requires_grad=True)
+    _, mask = pad_batch(x.detach(), [N, 7], "left", 0.0)
+    attn(x, x, x, key_padding_mask=mask, need_weights=False)[0].pow(2).sum().backward()
+    params = list(attn.parameters()) + list(attn.sequence_projection.parameters())
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params)
+    assert torch.isfinite(x.grad).all()
+    if projection in ("linear", "conv"):
+        assert attn.sequence_projection.parameters().__next__().grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("projection", ["conv", "mean", "max"])
+def test_long_queries_split_into_chunks_keep_the_window_mask(projection):
+    """Few sentences x heads: queries are split into chunks (query_chunks); the key mask follows."""
+    torch.manual_seed(0)
+    attn = LinformerSelfAttention(16, 2, max_positions=1024, compressed_dim=8,
+                                  projection_method=projection).double().eval()
+    x = torch.randn(1024, 2, 16, dtype=torch.double, requires_grad=True)
+    _, mask = pad_batch(x.detach(), [1024, 300], "right", 0.0)
+    out, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)  # chunked (needs grad)
+    explicit, _ = attn(x, x, x, key_padding_mask=mask, need_weights=True)  # never chunked
+    torch.testing.assert_close(out, explicit, rtol=1e-9, atol=1e-9)
+    alone, _ = attn(x[:300, 1:], x[:300, 1:], x[:300, 1:], need_weights=False)
+    torch.testing.assert_close(out[:300, 1:], alone, rtol=1e-9, atol=1e-9)
+    grad = torch.randn_like(out)
+    torch.testing.assert_close(torch.autograd.grad(out, x, grad)[0], torch.autograd.grad(explicit, x, grad)[0],
+                               rtol=1e-9, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- the window projection
+
+
+def test_window_projection_short_inputs():
+    """T < n: ceil(T / s) windows; the last partial one averages (or maxes) its real tokens only."""
+    x = torch.randn(10, 2, 3, dtype=torch.double)  # s = 4: windows [0, 4), [4, 8), [8, 10)
+    mean = WindowProjection(24, 6, method="mean")
+    rows, key_mask = mean(x)
+    assert rows.shape == (1, 3, 2, 3) and key_mask is None
+    torch.testing.assert_close(rows[0, 2], x[8:10].mean(0))
+    rows, _ = WindowProjection(24, 6, method="max")(x)
+    torch.testing.assert_close(rows[0, 2], x[8:10].max(0).values)
+    conv = WindowProjection(24, 6, num_maps=2, method="conv").double()
+    rows, _ = conv(x)
+    torch.testing.assert_close(rows[1, 2], conv.kernel[1, 0] * x[8] + conv.kernel[1, 1] * x[9])
+    # padded batch (sentence 1: 5 tokens, left-padded): windows of its own tokens, the rest masked
+    padded = torch.cat([torch.full((5, 1, 3), 9.0, dtype=torch.double), x[:5, 1:]])
+    batch = torch.cat([x[:, :1], padded], dim=1)
+    mask = torch.zeros(2, 10, dtype=torch.bool)
+    mask[1, :5] = True
+    rows, key_mask = mean(batch, mask)
+    assert key_mask.tolist() == [[True, True, True], [True, True, False]]
+    torch.testing.assert_close(rows[0, 1, 1], x[4:5, 1].mean(0))
+    assert (rows[0, 2, 1] == 0).all()
+
+
+def test_compact_tokens_moves_real_tokens_first():
+    x = torch.arange(12.0).view(4, 3, 1)  # S=4, B=3
+    mask = torch.tensor([[False, False, True, True], [True, True, False, False], [True, False, True, False]])
+    for layout in (x, x.transpose(0, 1).contiguous().transpose(0, 1)):  # S x B x C or B x S x C in memory
+        compact, lengths = compact_tokens(layout, mask)
+        assert lengths.tolist() == [2, 2, 2]
+        assert compact[:, :, 0].T.tolist() == [[0, 3, 0, 0], [7, 10, 0, 0], [5, 11, 0, 0]]
+
+
+def test_conv_initialisation_matches_linear_variance():
+    torch.manual_seed(0)
+    x = torch.randn(1024, 64, 8)
+    linear = SequenceProjection(1024, 32, num_maps=1)(x)
+    conv, _ = WindowProjection(1024, 32, num_maps=1, method="conv")(x)
+    assert 0.8 < conv.var().item() / linear.var().item() < 1.25
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+def features(model, tokens):
+    return model(tokens, features_only=True)[0]
+
+
+def variant_flags(projection, sharing):
+    return {"compressed_projection": projection, "compressed_sharing": sharing}
+
+
+@pytest.mark.parametrize("projection,sharing", MODEL_VARIANTS)
+def test_model_padding_invariance(projection, sharing):
+    model, d = build_tiny_model(**variant_flags(projection, sharing))
+    lengths = [32, 21, 7, 1]
+    gen = torch.Generator().manual_seed(1)
+    sentences = [torch.randint(d.nspecial, len(d) - 1, (L,), generator=gen) for L in lengths]
+    alone = [features(model, s[None])[0] for s in sentences]
+    right = torch.full((len(lengths), 32), d.pad())
+    left = torch.full((len(lengths), 32), d.pad())
+    for b, s in enumerate(sentences):
+        right[b, :len(s)] = s
+        left[b, 32 - len(s):] = s
+    out_right, out_left = features(model, right), features(model, left)
+    for b, s in enumerate(sentences):
+        torch.testing.assert_close(out_right[b, :len(s)], alone[b], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out_left[b, 32 - len(s):], alone[b], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("projection,sharing", MODEL_VARIANTS + [("conv", "per-layer"), ("linear", "per-layer")])
+def test_checkpoint_round_trip(projection, sharing):
+    flags = ({"compressed_projection": projection, "compressed_dims": "8,4"} if sharing == "per-layer"
+             else variant_flags(projection, sharing))
+    model, d = build_tiny_model(**flags)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    torch.manual_seed(123)  # a different initialisation
+    fresh, _ = build_tiny_model(**flags)
+    fresh.load_state_dict(torch.load(buffer), strict=True)
+    tokens = torch.randint(d.nspecial, len(d) - 1, (2, 19))
+    torch.testing.assert_close(features(fresh, tokens), features(model, tokens), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "saved,loaded,message",
+    [
+        ({}, {"compressed_projection": "conv"},
+         r"layers\.0 the checkpoint has a linear projection of 16 rows x 32 positions, the model expects a conv "
+         r"projection of 2 kernel\(s\) of 4 taps \(stride 4\)"),
+        ({"compressed_projection": "mean"}, {"compressed_projection": "max"},
+         "the checkpoint has mean pooling over windows of 4 tokens, the model expects max pooling"),
+        ({"compressed_projection": "conv"}, {"compressed_projection": "conv", "compressed_dim": 4},
+         r"kernel\(s\) of 4 taps \(stride 4\), the model expects a conv projection of 2 kernel\(s\) of 8 taps"),
+        ({}, {"compressed_sharing": "none"}, "16 rows x 32 positions, the model expects a linear projection of 32 rows"),
+        ({"compressed_dims": "8,4"}, {"compressed_dims": "8,8"},
+         r"layers\.1 the checkpoint has a linear projection of 8 rows x 32 positions, the model expects .* 16 rows"),
+        ({"shared_layer_kv_compressed": 1}, {},
+         r"layers\.0 the checkpoint has no projection of its own, the model expects a linear projection"),
+    ],
+)
+def test_loading_another_variant_is_a_clear_error(saved, loaded, message):
+    model, _ = build_tiny_model(**saved)
+    other, _ = build_tiny_model(**loaded)
+    with pytest.raises(LinformerConfigError, match="the checkpoint's Linformer projections do not fit the model "
+                                                  "built with --compressed-projection") as info:
+        other.load_state_dict(model.state_dict(), strict=True)
+    assert "Build the model with the options the checkpoint was trained with" in str(info.value)
+    assert re.search(message, str(info.value)), str(info.value)
+
+
+def reference_layout(state):
+    """A plugin state dict of a linear headwise model rewritten as fairseq's reference saves it."""
+    state = dict(state)
+    del state["encoder.version"]
+    for key in [k for k in state if k.endswith("self_attn.projection.weight")]:
+        weight = state.pop(key)
+        base = key[: -len("projection.weight")]
+        state[base + "compress_k.weight"], state[base + "compress_v.weight"] = weight.chunk(2)
+    return state
+
+
+def test_reference_checkpoints_load_only_into_linear_headwise_layouts():
+    model, d = build_tiny_model()
+    tokens = torch.randint(d.nspecial, len(d) - 1, (2, 32))
+    same, _ = build_tiny_model()
+    same.load_state_dict(reference_layout(model.state_dict()), strict=True)
+    torch.testing.assert_close(features(same, tokens), features(model, tokens), rtol=0, atol=0)
+    for flags, message in (
+        ({"compressed_projection": "conv"}, "this is a checkpoint of fairseq's reference Linformer, whose projections "
+                                            "are linear .* --compressed-projection conv"),
+        ({"compressed_sharing": "none"}, "--compressed-sharing none: load it with --compressed-projection linear"),
+        ({"compressed_dims": "8,4"}, r"layers\.1 the checkpoint has a linear projection of 16 rows x 32 positions, "
+                                     "the model expects a linear projection of 8 rows"),
+    ):
+        other, _ = build_tiny_model(**flags)
+        with pytest.raises(LinformerConfigError, match=message):
+            other.load_state_dict(reference_layout(model.state_dict()), strict=True)
+
+
+def test_per_layer_k_shapes():
+    model, _ = build_tiny_model(compressed_dims="16,8")
+    layers = model.encoder.sentence_encoder.layers
+    assert [layer.self_attn.compressed_dim for layer in layers] == [16, 8]
+    assert [tuple(layer.self_attn.projection.weight.shape) for layer in layers] == [(32, 32), (16, 32)]
+    model, _ = build_tiny_model(compressed_dims=[8, 4], compressed_projection="conv", compressed_sharing="none")
+    layers = model.encoder.sentence_encoder.layers
+    assert [tuple(layer.self_attn.projection.kernel.shape) for layer in layers] == [(4, 4), (4, 8)]
+    model, _ = build_tiny_model(compressed_dims="8,4", compressed_projection="max")
+    layers = model.encoder.sentence_encoder.layers
+    assert [layer.self_attn.projection.stride for layer in layers] == [4, 8]
+    with torch.no_grad():  # layer attention weights: 8 then 4 keys
+        x = torch.randn(32, 1, 64)
+        assert layers[0].self_attn(x, x, x, need_weights=True)[1].shape == (1, 32, 8)
+        assert layers[1].self_attn(x, x, x, need_weights=True)[1].shape == (1, 32, 4)
+    # uniform per-layer k with layerwise sharing is one k: accepted
+    build_tiny_model(compressed_dims="8,8", shared_layer_kv_compressed=1)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"compressed_dims": "8,4", "compressed_sharing": "layerwise"},
+         "layerwise sharing uses one projection for every layer, so every layer has the same k, but "
+         "--compressed-dims gives 8,4: use --compressed-sharing headwise"),
+        ({"compressed_dims": "8,4", "shared_layer_kv_compressed": 1}, "layerwise sharing uses one projection"),
+        ({"compressed_dims": "8,4,2"}, "--compressed-dims gives 3 values .* but the encoder has 2 layers"),
+        ({"compressed_dims": "8,x"}, "--compressed-dims must be comma-separated integers"),
+        ({"compressed_dims": "8,0"}, "k must be positive, got k=0"),
+        ({"compressed_dims": "8,40"}, "k=40 exceeds max_positions=32"),
+        ({"compressed_dims": "8,4", "compressed_dim": 8},
+         "--compressed-dims gives k per layer, and --compressed-dim gives one k .*drop --compressed-dim"),
+        ({"compressed_dims": "8,4", "compressed": 4}, "drop --compressed"),
+        ({"compressed_projection": "conv", "compressed_dim": 5},
+         r"--compressed-projection conv: a convolution with kernel = stride = n/k needs k to divide max_positions, "
+         r"but n=32, k=5 gives n/k = 6.4; choose k = 4 or 8"),
+        ({"compressed_projection": "mean", "compressed_dims": "8,6"}, "mean pooling with kernel = stride = n/k needs"),
+        ({"compressed_projection": "mean", "compressed_sharing": "kv"},
+         "mean pooling has no parameters to share, so --compressed-sharing kv / --shared-kv-compressed 1 means "
+         "nothing"),
+        ({"compressed_projection": "max", "compressed_sharing": "none"}, "max pooling has no parameters to share"),
+        ({"compressed_projection": "max", "shared_layer_kv_compressed": 1}, "max pooling has no parameters"),
+        ({"compressed_projection": "gaussian"}, "unknown projection 'gaussian'"),
+        ({"compressed_sharing": "everything"}, "unknown --compressed-sharing 'everything'"),
+        ({"compressed_sharing": "none", "shared_kv_compressed": 1},
+         r"--compressed-sharing none contradicts --shared-kv-compressed 1 \(which means kv sharing\); pass only one"),
+        ({"compressed_sharing": "headwise", "shared_layer_kv_compressed": 1},
+         "--compressed-sharing headwise contradicts --shared-layer-kv-compressed 1"),
+        ({"compressed_sharing": "kv", "shared_layer_kv_compressed": 1}, "contradicts --shared-layer-kv-compressed 1"),
+        ({"compressed_sharing": "none", "quant_noise_pq": 0.1}, "quant-noise .* not supported with a projection per head"),
+    ],
+)
+def test_bad_combinations_fail_when_the_model_is_built(overrides, message):
+    with pytest.raises((LinformerConfigError, ValueError), match=message):
+        build_tiny_model(max_positions=32, **overrides)
+
+
+def test_config_errors_are_linformer_config_errors():
+    with pytest.raises(LinformerConfigError):
+        build_tiny_model(compressed_projection="conv", compressed_dim=5)
+    with pytest.raises(LinformerConfigError):
+        build_tiny_model(compressed_dims="8,4", compressed_sharing="layerwise")
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    add_linformer_args(parser)
+    args = parser.parse_args(argv)
+    args.max_positions, args.encoder_layers = 32, 2
+    set_linformer_defaults(args)
+    return LinformerOptions.from_args(args)
+
+
+@pytest.mark.parametrize(
+    "argv,sharing",
+    [
+        ([], "headwise"),
+        (["--shared-kv-compressed", "1"], "kv"),
+        (["--shared-layer-kv-compressed", "1"], "layerwise"),
+        (["--shared-layer-kv-compressed", "1", "--shared-kv-compressed", "1"], "layerwise"),  # as the reference
+        (["--compressed-sharing", "none"], "none"),
+        (["--compressed-sharing", "headwise"], "headwise"),
+        (["--compressed-sharing", "kv", "--shared-kv-compressed", "1"], "kv"),
+        (["--compressed-sharing", "kv", "--shared-kv-compressed", "0"], "kv"),
+        (["--compressed-sharing", "layerwise", "--shared-layer-kv-compressed", "1"], "layerwise"),
+    ],
+)
+def test_reference_flags_map_onto_sharing(argv, sharing):
+    options = parse(argv)
+    assert options.sharing == sharing and options.projection == "linear" and options.compressed_dim == 8
+
+
+def test_command_line_flags():
+    options = parse(["--compressed-projection", "conv", "--compressed-sharing", "none", "--compressed-dims", "16,8"])
+    assert (options.projection, options.sharing, options.compressed_dims, options.compressed_dim) == (
+        "conv", "none", (16, 8), 16)
+    assert options.layer_dims(2) == (16, 8)
+    assert parse(["--compressed-dim", "4"]).layer_dims(2) == (4, 4)
+    with pytest.raises(SystemExit):
+        parse(["--compressed-projection", "gaussian"])
+
+
+def test_flags_through_fairseq_train_parser():
+    """The new flags parse next to all of fairseq-train's (no clash) and build the model."""
+    import linformer_plugin
+    from fairseq import options
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [
+        "unused-data", "--user-dir", linformer_plugin.USER_DIR, "--task", "masked_lm", "--criterion", "masked_lm",
+        "--arch", "linformer_roberta_tiny", "--tokens-per-sample", "32", "--compressed-projection", "conv",
+        "--compressed-sharing", "kv", "--compressed-dims", "8,4", "--cpu",
+    ])
+    assert (args.compressed_projection, args.compressed_sharing, args.compressed_dims) == ("conv", "kv", "8,4")
+    assert args.compressed is None and args.compressed_dim is None  # no ratio default with per-layer k
+    model = ARCH_MODEL_REGISTRY["linformer_roberta_tiny"].build_model(
+        args, SimpleNamespace(source_dictionary=tiny_dictionary(), max_positions=lambda: 32))
+    layers = model.encoder.sentence_encoder.layers
+    assert [tuple(layer.self_attn.projection.kernel.shape) for layer in layers] == [(1, 4), (1, 8)]
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+@pytest.mark.parametrize("flags", [
+    {"compressed_projection": "conv"},
+    {"compressed_projection": "mean", "compressed_dims": "8,4"},
+    {"compressed_projection": "max"},
+    {"compressed_sharing": "none"},
+    {"compressed_dims": "8,4"},
+])
+def test_extend_positions_of_variants(flags):
+    """Windowed projections keep their window: k doubles with n, and inputs up to the old n give the
+    original outputs exactly. Linear ones keep k (columns block-copied and scaled)."""
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    from linformer_plugin.convert import extend_linformer_positions
+
+    model, d = build_tiny_model(**flags)
+    args = argparse.Namespace(**vars(model.args))
+    new = extend_linformer_positions({"model": model.state_dict(), "args": args, "cfg": None}, 64)
+    new_args = new["args"]
+    assert new_args.max_positions == 64
+    longer = ARCH_MODEL_REGISTRY["linformer_roberta_tiny"].build_model(
+        new_args, SimpleNamespace(source_dictionary=d, max_positions=lambda: 64)).eval()
+    longer.load_state_dict(new["model"], strict=True)
+    old_dims = [layer.self_attn.compressed_dim for layer in model.encoder.sentence_encoder.layers]
+    new_dims = [layer.self_attn.compressed_dim for layer in longer.encoder.sentence_encoder.layers]
+    windowed = flags.get("compressed_projection") in ("conv", "mean", "max")
+    assert new_dims == [2 * k for k in old_dims] if windowed else new_dims == old_dims
+    tokens = torch.randint(d.nspecial, len(d) - 1, (2, 32))
+    assert features(longer, torch.cat([tokens, tokens], dim=1)).shape == (2, 64, 64)
+    if windowed:
+        torch.testing.assert_close(features(longer, tokens), features(model, tokens), rtol=1e-5, atol=1e-5)
+
+
+def test_roberta_to_linformer_with_a_projection_per_head():
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    from linformer_plugin.convert import roberta_to_linformer
+
+    model, d = build_tiny_model()  # its non-Linformer weights stand in for a RoBERTa checkpoint
+    state = {k: v for k, v in model.state_dict().items() if "projection" not in k and k != "encoder.version"}
+    new = roberta_to_linformer({"model": state, "args": argparse.Namespace(**vars(model.args)), "cfg": None}, 8,
+                               sharing="none")
+    assert new["model"]["encoder.sentence_encoder.layers.0.self_attn.projection.weight"].shape == (2 * 2 * 8, 32)
+    assert new["args"].compressed_sharing == "none"
+    linformer = ARCH_MODEL_REGISTRY["linformer_roberta"].build_model(
+        new["args"], SimpleNamespace(source_dictionary=d, max_positions=lambda: 32)).eval()
+    linformer.load_state_dict(new["model"], strict=True)
+    assert linformer.encoder.sentence_encoder.layers[0].self_attn.per_head
