@@ -1,0 +1,386 @@
+#!/usr/bin/env python
+"""Does it learn like RoBERTa? Masked-LM pretraining of roberta and linformer_roberta of one size on
+the same data with the same budget, then SST-2 fine-tuning of the n=512 models.
+
+Every run gets the same number of updates and of tokens per update (batch = --tokens // n), the
+same optimiser, schedule, dropout and seed; only the attention differs. Runs (``--runs``):
+
+  roberta                 full attention, n=512
+  linformer_k{64,128,256} headwise sharing (one E, F per layer), n=512
+  linformer_k128_kv       one map per layer for keys and values (E = F)
+  linformer_k128_layerwise one map for the whole model
+  linformer_n1024_k256    n=1024, k=256
+  linformer_n2048_k256    n=2048, k=256
+
+``--add-run NAME='FLAGS'`` adds a linformer run at n=512 with extra fairseq-train flags (e.g. a
+projection variant; pretraining only). Jobs run concurrently, ``--jobs-per-gpu`` per GPU over the GPUs in
+CUDA_VISIBLE_DEVICES (small models leave one GPU mostly idle). Each pretraining run's fine-tuning
+starts when it ends. Results: OUT/results.jsonl (one line per run: validation curve, final
+validation loss/perplexity, words/s, wall time, SST-2 dev/test accuracy), logs in OUT/logs/.
+``scripts/report_quality_study.py`` turns results.jsonl into tables and plots.
+
+GPU (the study in docs/results.md):
+    python scripts/quality_study.py --data DATA_BIN --sst2 SST2_BIN --out OUT
+CPU smoke (tests):
+    python scripts/quality_study.py --data DATA_BIN --sst2 SST2_BIN --out OUT --tiny --cpu \
+        --runs roberta linformer_k128 --max-update 4 --finetune-updates 4
+"""
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+from linformer_plugin.io import write_jsonl  # noqa: E402
+
+PLUGIN_DIR = os.path.join(REPO_ROOT, "linformer_plugin")
+# the study's model: 8 layers x 512, 8 heads (~25M parameters besides the embeddings)
+SIZE_FLAGS = ["--encoder-layers", "8", "--encoder-embed-dim", "512", "--encoder-ffn-embed-dim", "2048",
+              "--encoder-attention-heads", "8"]
+TINY_SIZE_FLAGS = ["--encoder-layers", "2", "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
+                   "--encoder-attention-heads", "2"]
+
+
+@dataclass
+class Run:
+    name: str
+    n: int = 512
+    k: Optional[int] = None  # None: roberta (full attention)
+    flags: List[str] = field(default_factory=list)
+    finetune: bool = True  # fine-tuned on SST-2 (the n=512 models)
+
+    @property
+    def linformer(self):
+        return self.k is not None
+
+
+RUNS = [
+    Run("roberta"),
+    Run("linformer_k64", k=64),
+    Run("linformer_k128", k=128),
+    Run("linformer_k256", k=256),
+    Run("linformer_k128_kv", k=128, flags=["--shared-kv-compressed", "1"]),
+    Run("linformer_k128_layerwise", k=128, flags=["--shared-layer-kv-compressed", "1"]),
+    Run("linformer_n1024_k256", n=1024, k=256, finetune=False),
+    Run("linformer_n2048_k256", n=2048, k=256, finetune=False),
+]
+
+_JSON_LINE = re.compile(r"\|\s*(train_inner|valid|train|[\w-]+)\s*\|\s*(\{.*\})\s*$")
+
+
+def parse_log(text):
+    """{tag: [json dicts]} from a fairseq --log-format json log."""
+    out = {}
+    for line in text.splitlines():
+        m = _JSON_LINE.search(line)
+        if m:
+            try:
+                out.setdefault(m.group(1), []).append(json.loads(m.group(2)))
+            except ValueError:
+                pass
+    return out
+
+
+def _float(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def pretrain_summary(text):
+    """Validation curve (update, loss in bits, perplexity), train curve, words/s, parameters."""
+    parsed = parse_log(text)
+    curve = [(int(v["valid_num_updates"]), _float(v["valid_loss"]), _float(v.get("valid_ppl")))
+             for v in parsed.get("valid", []) if "valid_num_updates" in v]
+    train = [(int(t["num_updates"]), _float(t["loss"]), _float(t.get("wps"))) for t in parsed.get("train_inner", [])]
+    wps = [t[2] for t in train[1:] if t[2]]  # the first interval includes warm-up
+    out = {"valid_curve": curve, "train_curve": [t[:2] for t in train],
+           "pretrain_wps": round(sum(wps) / len(wps)) if wps else None,
+           "nan_seen": any(v[1] is None or v[1] != v[1] for v in curve)}
+    if curve:
+        out.update(valid_loss=curve[-1][1], valid_ppl=curve[-1][2], valid_updates=curve[-1][0])
+    params = re.search(r"num\. (?:shared )?model params: ([\d,]+)", text)
+    if params:
+        out["params"] = int(params.group(1).replace(",", ""))
+    return out
+
+
+def dev_curve(text):
+    return [(int(v["valid_num_updates"]), _float(v["valid_accuracy"]))
+            for v in parse_log(text).get("valid", []) if "valid_accuracy" in v]
+
+
+def accuracy(text, subset):
+    accs = [_float(d[f"{subset}_accuracy"]) for d in parse_log(text).get(subset, []) if f"{subset}_accuracy" in d]
+    return accs[-1] if accs else None
+
+
+def rebuild_results(out_dir, runs):
+    """results.jsonl from OUT/logs alone (a study cut off before it wrote them)."""
+    logs = os.path.join(out_dir, "logs")
+    results = []
+    for run in runs:
+        path = os.path.join(logs, f"{run.name}.pretrain.log")
+        if not os.path.exists(path):
+            continue
+        with open(path, errors="replace") as f:
+            text = f.read()
+        result = {"name": run.name, "n": run.n, "k": run.k, "flags": run.flags, **pretrain_summary(text),
+                  "command": text.splitlines()[0][2:]}
+        sst2 = os.path.join(logs, f"{run.name}.sst2.log")
+        if os.path.exists(sst2):
+            with open(sst2, errors="replace") as f:
+                result["sst2_dev_curve"] = dev_curve(f.read())
+            if result["sst2_dev_curve"]:  # checkpoint_best's dev accuracy, if its validate log is missing
+                result["sst2_dev_acc"] = max(acc for _, acc in result["sst2_dev_curve"])
+            for subset, key in (("valid", "sst2_dev_acc"), ("test", "sst2_test_acc")):
+                path = os.path.join(logs, f"{run.name}.sst2.{subset}.log")
+                if os.path.exists(path):
+                    with open(path, errors="replace") as f:
+                        result[key] = accuracy(f.read(), subset)
+        results.append(result)
+    write_jsonl(os.path.join(out_dir, "results.jsonl"), results)
+    return results
+
+
+class Study:
+    def __init__(self, args):
+        self.args = args
+        self.logs = os.path.join(args.out, "logs")
+        os.makedirs(self.logs, exist_ok=True)
+        self.lock = threading.Lock()
+        self.results = []
+        devices = args.devices
+        # slots: one per concurrent job, spread over the devices
+        self.slots = [devices[i % len(devices)] for i in range(len(devices) * args.jobs_per_gpu)]
+        self.free = list(self.slots)
+        self.cond = threading.Condition(self.lock)
+
+    # ------------------------------------------------------------------ running
+    def _acquire(self):
+        with self.cond:
+            while not self.free:
+                self.cond.wait()
+            return self.free.pop(0)
+
+    def _release(self, slot):
+        with self.cond:
+            self.free.append(slot)
+            self.cond.notify()
+
+    def _run(self, cmd, log_name):
+        slot = self._acquire()
+        env = dict(os.environ)
+        if slot is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot)
+        started = time.time()
+        path = os.path.join(self.logs, log_name)
+        try:
+            with open(path, "w") as log:
+                log.write("# " + shlex.join(cmd) + "\n")
+                log.flush()
+                rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.args.out)
+        finally:
+            self._release(slot)
+        with open(path, errors="replace") as f:
+            text = f.read()
+        print(f"[{time.strftime('%H:%M:%S')}] {log_name}: rc={rc} in {time.time() - started:.0f}s", flush=True)
+        return rc, text, round(time.time() - started, 1)
+
+    def _common(self):
+        a = self.args
+        flags = ["--num-workers", "2", "--seed", str(a.seed), "--log-format", "json"]
+        flags += ["--cpu"] if a.cpu else [f"--{a.precision}"]
+        if not a.cpu:
+            flags += ["--distributed-world-size", "1"]
+        return flags
+
+    def model_flags(self, run):
+        a = self.args
+        if run.linformer:
+            flags = ["--user-dir", PLUGIN_DIR, "--arch", "linformer_roberta_base", "--compressed-dim", str(run.k)]
+        else:  # the plugin's user dir for its safe torch.load of fairseq checkpoints (torch >= 2.6)
+            flags = ["--user-dir", PLUGIN_DIR, "--arch", "roberta_base"]
+        flags += TINY_SIZE_FLAGS if a.tiny else SIZE_FLAGS
+        return flags + ["--max-positions", str(run.n)] + run.flags
+
+    def pretrain_command(self, run, save_dir):
+        a = self.args
+        batch = max(1, a.tokens // run.n)
+        return [sys.executable, "-m", "fairseq_cli.train", a.data] + self.model_flags(run) + [
+            "--task", "masked_lm", "--criterion", "masked_lm", "--tokens-per-sample", str(run.n),
+            "--sample-break-mode", "complete", "--batch-size", str(batch), "--batch-size-valid", str(batch),
+            "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-6", "--weight-decay", "0.01",
+            "--clip-norm", "1.0", "--lr", str(a.lr), "--lr-scheduler", "polynomial_decay",
+            "--warmup-updates", str(max(1, a.max_update // 10)), "--total-num-update", str(a.max_update),
+            "--max-update", str(a.max_update), "--dropout", "0.1", "--attention-dropout", "0.1",
+            "--validate-interval-updates", str(a.valid_interval), "--validate-interval", "1000",
+            "--save-interval", "1000", "--save-interval-updates", "0", "--no-epoch-checkpoints",
+            "--save-dir", save_dir, "--log-interval", str(a.log_interval),
+            "--skip-invalid-size-inputs-valid-test",
+        ] + self._common()
+
+    def finetune_command(self, run, pretrained, save_dir):
+        a = self.args
+        return [sys.executable, "-m", "fairseq_cli.train", a.sst2] + self.model_flags(run) + [
+            "--task", "sentence_prediction", "--criterion", "sentence_prediction", "--num-classes", "2",
+            "--init-token", "0", "--separator-token", "2", "--restore-file", pretrained,
+            "--reset-optimizer", "--reset-dataloader", "--reset-meters", "--reset-lr-scheduler",
+            "--batch-size", "32", "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-6",
+            "--weight-decay", "0.1", "--clip-norm", "0.0", "--lr", str(a.finetune_lr),
+            "--lr-scheduler", "polynomial_decay", "--warmup-updates", str(max(1, a.finetune_updates * 6 // 100)),
+            "--total-num-update", str(a.finetune_updates), "--max-update", str(a.finetune_updates),
+            "--dropout", "0.1", "--attention-dropout", "0.1",
+            "--best-checkpoint-metric", "accuracy", "--maximize-best-checkpoint-metric",
+            "--validate-interval-updates", str(a.finetune_valid_interval), "--save-interval-updates",
+            str(a.finetune_valid_interval), "--keep-interval-updates", "1", "--no-epoch-checkpoints",
+            "--save-dir", save_dir, "--log-interval", str(a.log_interval), "--skip-invalid-size-inputs-valid-test",
+        ] + self._common()
+
+    def validate_command(self, run, checkpoint, subset):
+        a = self.args
+        # --criterion: without it fairseq 0.12's validate cannot resolve the sentence_prediction
+        # task's ${criterion.classification_head_name}
+        cmd = [sys.executable, "-m", "fairseq_cli.validate", a.sst2, "--task", "sentence_prediction",
+               "--criterion", "sentence_prediction", "--path", checkpoint, "--valid-subset", subset,
+               "--batch-size", "64", "--num-workers", "0", "--log-format", "json", "--user-dir", PLUGIN_DIR]
+        if a.tiny:  # the tiny models' 64 positions
+            cmd += ["--skip-invalid-size-inputs-valid-test"]
+        return cmd + (["--cpu"] if a.cpu else [])
+
+    # ------------------------------------------------------------------ one run
+    def study(self, run):
+        a = self.args
+        ckpt_dir = os.path.join(a.checkpoints, run.name)
+        result = {"name": run.name, "n": run.n, "k": run.k, "flags": run.flags,
+                  "tokens_per_update": max(1, a.tokens // run.n) * run.n, "max_update": a.max_update}
+        cmd = self.pretrain_command(run, os.path.join(ckpt_dir, "pretrain"))
+        rc, text, wall = self._run(cmd, f"{run.name}.pretrain.log")
+        result.update(pretrain_rc=rc, pretrain_wall_s=wall, command=shlex.join(cmd), **pretrain_summary(text))
+        if rc != 0:
+            result["error"] = text.strip().splitlines()[-1][:500] if text.strip() else f"rc={rc}"
+        self._record(result)
+        if rc == 0 and a.sst2 and run.finetune and a.finetune_updates > 0:
+            result.update(self.finetune(run, os.path.join(ckpt_dir, "pretrain", "checkpoint_last.pt"),
+                                        os.path.join(ckpt_dir, "sst2")))
+            self._record(result)
+        return result
+
+    def _record(self, result):
+        # results.jsonl is rewritten whole after every step: a study cut off keeps what finished
+        with self.lock:
+            if not any(r is result for r in self.results):
+                self.results.append(result)
+            write_jsonl(os.path.join(self.args.out, "results.jsonl"), self.results)
+
+    def finetune(self, run, pretrained, save_dir):
+        cmd = self.finetune_command(run, pretrained, save_dir)
+        rc, text, wall = self._run(cmd, f"{run.name}.sst2.log")
+        out = {"finetune_rc": rc, "finetune_wall_s": wall, "finetune_command": shlex.join(cmd),
+               "sst2_dev_curve": dev_curve(text)}
+        if rc != 0:
+            out["finetune_error"] = text.strip().splitlines()[-1][:500] if text.strip() else f"rc={rc}"
+            return out
+        best = os.path.join(save_dir, "checkpoint_best.pt")
+        for subset, key in (("valid", "sst2_dev_acc"), ("test", "sst2_test_acc")):
+            rc, text, _ = self._run(self.validate_command(run, best, subset), f"{run.name}.sst2.{subset}.log")
+            out[key] = accuracy(text, subset) if rc == 0 else None
+        return out
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="masked-LM data-bin (prepare_pretraining_data.py)")
+    p.add_argument("--sst2", help="SST-2 data-bin (prepare_classification_data.py, with a test split)")
+    p.add_argument("--out", required=True, help="results.jsonl and logs/ go here")
+    p.add_argument("--checkpoints", help="checkpoint folder (default OUT/checkpoints)")
+    p.add_argument("--runs", nargs="+", default=[r.name for r in RUNS], help="which runs (default all)")
+    p.add_argument("--add-run", action="append", default=[], metavar="NAME=FLAGS",
+                   help="an extra linformer run at n=512: NAME='--compressed-dim 128 --other flags'")
+    p.add_argument("--max-update", type=int, default=1500)
+    p.add_argument("--tokens", type=int, default=32768, help="tokens per update (batch = tokens // n)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--valid-interval", type=int, default=100, help="validate every this many updates")
+    p.add_argument("--log-interval", type=int, default=50)
+    p.add_argument("--finetune-updates", type=int, default=3800, help="SST-2 updates (batch 32; 0: skip)")
+    p.add_argument("--finetune-lr", type=float, default=1e-4)
+    p.add_argument("--finetune-valid-interval", type=int, default=950)
+    p.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default="fp16")
+    p.add_argument("--jobs-per-gpu", type=int, default=4)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--tiny", action="store_true", help="2 x 64 models (smoke tests)")
+    p.add_argument("--cpu", action="store_true")
+    p.add_argument("--rebuild", action="store_true", help="only rebuild OUT/results.jsonl from OUT/logs")
+    args = p.parse_args(argv)
+    args.out = os.path.abspath(args.out)
+    args.data = os.path.abspath(args.data)
+    args.sst2 = os.path.abspath(args.sst2) if args.sst2 else None
+    args.checkpoints = os.path.abspath(args.checkpoints or os.path.join(args.out, "checkpoints"))
+    if args.cpu or args.rebuild:
+        args.devices = [None]
+    else:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is None:
+            import torch
+
+            visible = ",".join(str(i) for i in range(torch.cuda.device_count()))
+        args.devices = [d for d in visible.split(",") if d.strip()]
+        if not args.devices:
+            p.error("no GPU visible: pass --cpu for a CPU run")
+    return args
+
+
+def select_runs(args):
+    runs = {r.name: r for r in RUNS}
+    for spec in args.add_run:
+        name, _, flags = spec.partition("=")
+        flags = shlex.split(flags)
+        k = int(flags[flags.index("--compressed-dim") + 1]) if "--compressed-dim" in flags else 128
+        flags = [f for i, f in enumerate(flags) if f != "--compressed-dim" and
+                 (i == 0 or flags[i - 1] != "--compressed-dim")]
+        runs[name] = Run(name, k=k, flags=flags, finetune=False)
+        if name not in args.runs:
+            args.runs.append(name)
+    unknown = [name for name in args.runs if name not in runs]
+    if unknown:
+        raise SystemExit(f"unknown run(s) {unknown}; choose from {sorted(runs)} or define one with --add-run")
+    return [runs[name] for name in args.runs]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    runs = select_runs(args)
+    if args.rebuild:
+        for r in rebuild_results(args.out, runs):
+            print(r["name"], r.get("valid_ppl"), r.get("sst2_dev_acc"), r.get("sst2_test_acc"))
+        return 0
+    if args.tiny:
+        for run in runs:  # the tiny data-bin's sequences are short: scale n and k down 8x
+            run.n, run.k = run.n // 8, (run.k // 8 if run.k else None)
+    os.makedirs(args.out, exist_ok=True)
+    study = Study(args)
+    started = time.time()
+    with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        results = list(pool.map(study.study, runs))
+    failed = [r["name"] for r in results if r.get("pretrain_rc") or r.get("finetune_rc")]
+    print(f"study done in {time.time() - started:.0f}s; failed: {failed or 'none'}", flush=True)
+    for r in results:
+        print(json.dumps({k: r.get(k) for k in ("name", "valid_ppl", "pretrain_wps", "pretrain_wall_s",
+                                                  "sst2_dev_acc", "sst2_test_acc")}), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
