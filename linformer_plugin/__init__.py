@@ -1,15 +1,17 @@
 """Linformer for fairseq: ``fairseq-train --user-dir linformer_plugin --arch linformer_roberta_base``.
 
 Importing this package registers the ``linformer_roberta`` model and its architectures, and
-lets fairseq's checkpoint loader read fairseq checkpoints on torch >= 2.6 (and name a truncated one).
+lets fairseq's checkpoint loader read fairseq checkpoints on torch >= 2.6 (and name a truncated one),
+on every rank of a data-parallel run.
 """
 
 import os
 
-from .checkpoint import allow_fairseq_checkpoints, explain_unreadable_checkpoints
+from .checkpoint import allow_fairseq_checkpoints, explain_unreadable_checkpoints, trust_checkpoints_broadcast_by_rank0
 
 allow_fairseq_checkpoints()
 explain_unreadable_checkpoints()
+trust_checkpoints_broadcast_by_rank0()
 
 from . import models  # noqa: E402,F401  (registers the model)
 
