@@ -246,6 +246,8 @@ class Checker:
         os.makedirs(self.logs, exist_ok=True)
         self.workdir = tempfile.mkdtemp(prefix="ddp_check_")
         self.runs = {}
+        self.finish_lock = threading.Lock()  # tracks finish runs from their own threads
+        self.paired = set()  # pairs (loss, resume, scaling) already recorded
 
     # ---- output
 
@@ -486,9 +488,16 @@ class Checker:
     # ---- records
 
     def finish(self, run):
-        self.runs[run.name] = run
-        handler = getattr(self, f"record_{run.section}")
-        handler(run)
+        with self.finish_lock:
+            self.runs[run.name] = run
+            getattr(self, f"record_{run.section}")(run)
+
+    def _pair_ready(self, pair, names):
+        """True once, when every run of the pair has finished."""
+        if pair in self.paired or any(name not in self.runs for name in names):
+            return False
+        self.paired.add(pair)
+        return True
 
     def _base(self, run):
         r = run.result
@@ -562,9 +571,9 @@ class Checker:
 
     def record_loss(self, run):
         pair = run.meta["pair"]
-        one, two = self.runs.get(pair + "_1gpu"), self.runs.get(pair + "_2gpu")
-        if one is None or two is None:
+        if not self._pair_ready(pair, (pair + "_1gpu", pair + "_2gpu")):
             return
+        one, two = self.runs[pair + "_1gpu"], self.runs[pair + "_2gpu"]
         rec = {"section": "loss", "name": pair, "unit": "process" if self.args.cpu else "GPU"}
         rec.update({k: v for k, v in two.meta.items() if k not in ("pair", "world")})
         rec["batch_1gpu"], rec["batch_per_gpu_2gpu"] = one.meta["batch"], two.meta["batch"]
@@ -592,9 +601,9 @@ class Checker:
 
     def record_resume(self, run):
         pair = run.meta["pair"]
-        whole, cut = self.runs.get(pair + "_whole"), self.runs.get(pair + "_stopped")
-        if whole is None or cut is None:
+        if not self._pair_ready(pair, (pair + "_whole", pair + "_stopped")):
             return
+        whole, cut = self.runs[pair + "_whole"], self.runs[pair + "_stopped"]
         rec = {"section": "resume", "name": pair, "unit": "process" if self.args.cpu else "GPU"}
         rec.update({k: v for k, v in cut.meta.items() if k not in ("pair",)})
         for tag, r in (("whole", whole.result), ("stopped", cut.result)):
@@ -625,9 +634,9 @@ class Checker:
         self.add(rec)
 
     def record_scaling(self, run):
-        one, two = self.runs.get("scaling_1gpu"), self.runs.get("scaling_2gpu")
-        if one is None or two is None:
+        if not self._pair_ready("scaling", ("scaling_1gpu", "scaling_2gpu")):
             return
+        one, two = self.runs["scaling_1gpu"], self.runs["scaling_2gpu"]
         rec = {"section": "scaling", "name": "scaling"}
         rec.update({k: v for k, v in two.meta.items() if k not in ("world",)})
         skip = self.args.scaling_skip_intervals
