@@ -665,7 +665,8 @@ class Checker:
 def model_flags(args, mode_flags, reference=False):
     n, k = args.tokens_per_sample, args.compressed_dim
     if reference:
-        flags = ["--user-dir", reference_user_dir(), "--arch", "linformer_roberta_base", "--compressed", str(n // k)]
+        flags = ["--user-dir", reference_user_dir(), "--arch", "linformer_roberta_base", "--max-positions", str(n),
+                 "--compressed", str(n // k)]
         if args.tiny:
             flags += REFERENCE_TINY
     else:
