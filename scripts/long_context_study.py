@@ -232,13 +232,14 @@ def pretrain_roberta(args, size, n):
     return record
 
 
-def benchmark(args, kind, size, n):
-    cmd = mlm_command(args, kind, size, n, "complete_doc", args.bench_updates, 1e-4, 10, validate=False)
-    result = run_job(f"benchmark_{kind}", cmd, args)
+def benchmark(args, kind, size, n, break_mode="complete_doc"):
+    cmd = mlm_command(args, kind, size, n, break_mode, args.bench_updates, 1e-4, 10, validate=False)
+    name = f"benchmark_{kind}" + ("" if break_mode == "complete_doc" else f"_{break_mode}")
+    result = run_job(name, cmd, args)
     inner = _json_lines(result["text"]).get("train_inner", [])
     mean_len = round(inner[-1]["wpb"] / inner[-1]["bsz"], 1) if inner and inner[-1].get("bsz") else None
     return {"step": "benchmark", "model": kind, "k": args.compressed_dim if kind == "linformer" else None,
-            "n": n, "sample_break_mode": "complete_doc", "max_tokens": args.max_tokens,
+            "n": n, "sample_break_mode": break_mode, "max_tokens": args.max_tokens,
             "max_update": args.bench_updates, "num_updates": result["num_updates"], "wps": result["wps"],
             "wps_source": result["wps_source"], "mean_sample_tokens": mean_len,
             "peak_gpu_mem_mib": result["peak_gpu_mem_mib"], "peak_gpu_reserved_mib": result["peak_gpu_reserved_mib"],
@@ -368,10 +369,10 @@ def _fmt(value, fmt="{:.0f}"):
 
 def summary(records, manifest):
     lines = ["# Long-context study", ""]
-    bench = [r for r in records if r["step"] == "benchmark"]
-    if bench:
+    for mode in dict.fromkeys(r["sample_break_mode"] for r in records if r["step"] == "benchmark"):
+        bench = [r for r in records if r["step"] == "benchmark" and r["sample_break_mode"] == mode]
         r0 = bench[0]
-        lines += [f"## Masked-LM training at n = {r0['n']} (complete_doc, --max-tokens {r0['max_tokens']}, "
+        lines += [f"## Masked-LM training at n = {r0['n']} ({mode}, --max-tokens {r0['max_tokens']}, "
                   f"{r0['max_update']} updates)", "",
                   "| model | words/s | peak GPU MiB | mean tokens per sample | error |", "|---|---|---|---|---|"]
         for r in bench:
@@ -453,6 +454,9 @@ def parse_args(argv=None):
     p.add_argument("--compressed-dim", type=int, default=256, help="k (default 256)")
     p.add_argument("--max-tokens", type=int, default=65536, help="tokens per masked-LM batch (default 65536)")
     p.add_argument("--bench-updates", type=int, default=100, help="0 skips the benchmark")
+    p.add_argument("--bench-break-modes", nargs="+", default=["complete_doc"], choices=["complete_doc", "none"],
+                   help="--sample-break-mode of the benchmark runs; none: every sample n tokens long "
+                        "(default: complete_doc)")
     p.add_argument("--roberta-updates", type=int, default=600, help="without --roberta-checkpoint")
     p.add_argument("--roberta-lr", type=float, default=1e-3)
     p.add_argument("--mlm-updates", type=int, default=200, help="masked-LM updates at N after conversion (0: none)")
@@ -550,7 +554,8 @@ def main(argv=None):
         # once on a CPU (where the timings mean little)
         steps = [] if args.roberta_checkpoint else [functools.partial(pretrain_roberta, args, size, t)]
         if args.bench_updates > 0:
-            steps += [functools.partial(benchmark, args, kind, size, n) for kind in ("linformer", "roberta")]
+            steps += [functools.partial(benchmark, args, kind, size, n, mode)
+                      for mode in args.bench_break_modes for kind in ("linformer", "roberta")]
         with ThreadPoolExecutor(max(1, len(steps)) if args.cpu else 1) as pool:
             futures = [pool.submit(step) for step in steps]  # one worker on a GPU: in order
             try:
