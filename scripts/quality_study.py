@@ -149,7 +149,9 @@ def rebuild_results(out_dir, runs):
                 path = os.path.join(logs, f"{run.name}.sst2.{subset}.log")
                 if os.path.exists(path):
                     with open(path, errors="replace") as f:
-                        result[key] = accuracy(f.read(), subset)
+                        acc = accuracy(f.read(), subset)
+                    if acc is not None:  # a validate cut off keeps the fallback
+                        result[key] = acc
         results.append(result)
     write_jsonl(os.path.join(out_dir, "results.jsonl"), results)
     return results
