@@ -156,24 +156,32 @@ def parse_output(text):
     return result
 
 
+def run_logged(cmd, log_path, timeout, env=None, cwd=None, header=False):
+    """Run cmd with its output in log_path (after a "# command" line if header); on timeout kill
+    its whole process group. Returns (rc, the log's text, timed_out)."""
+    with open(log_path, "w") as out:
+        if header:
+            out.write("# " + shlex.join(cmd) + "\n")
+            out.flush()
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        timed_out = False
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: only this run's processes
+            rc = proc.wait()
+    with open(log_path, errors="replace") as f:
+        return rc, f.read(), timed_out
+
+
 def run_training(cmd, log_path, timeout, env=None):
     """Run one fairseq-train subprocess; returns parse_output's dict plus rc, wall_s and error."""
     started = time.time()
     # in a temporary folder: fairseq writes checkpoints/crash.pt there on some failures
     with tempfile.TemporaryDirectory(prefix="bench_train_") as workdir:
-        out_path = os.path.join(workdir, "output.log")
-        with open(out_path, "w") as out:
-            proc = subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True)
-            timed_out = False
-            try:
-                rc = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                os.killpg(proc.pid, signal.SIGKILL)  # its own session: only this run's processes
-                rc = proc.wait()
-        with open(out_path, errors="replace") as f:
-            text = f.read()
+        rc, text, timed_out = run_logged(cmd, os.path.join(workdir, "output.log"), timeout, env=env, cwd=workdir)
     result = parse_output(text)
     result.update(rc=rc, wall_s=round(time.time() - started, 1))
     error = None

@@ -37,7 +37,6 @@ import platform
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -108,21 +107,9 @@ def run_job(name, cmd, args, timeout=None):
         limit = min(limit, int(left))
     log(f"start {name}")
     started = time.time()
-    timed_out = False
-    with open(log_path, "w") as out:
-        out.write("# " + shlex.join(cmd) + "\n")
-        out.flush()
-        proc = subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: only this run's processes
-            rc = proc.wait()
-    with open(log_path, errors="replace") as f:
-        text = f.read()
-    from benchmark_train import parse_output  # imported late: it imports fairseq (seconds)
+    from benchmark_train import parse_output, run_logged  # imported late: it imports fairseq (seconds)
+
+    rc, text, timed_out = run_logged(cmd, log_path, limit, env=env, cwd=workdir, header=True)
 
     result = parse_output(text)
     result.update(rc=rc, wall_s=round(time.time() - started, 1), text=text)

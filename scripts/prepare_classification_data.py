@@ -18,7 +18,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from linformer_plugin.data.classification import prepare_classification_data  # noqa: E402
-from linformer_plugin.data.common import SPM_MODEL_NAME, DataPrepError, PreprocessError  # noqa: E402
+from linformer_plugin.data.common import (  # noqa: E402
+    DataPrepError, PreprocessError, add_pretraining_vocab_args, resolve_pretraining_vocab)
 
 
 def main(argv=None):
@@ -27,10 +28,7 @@ def main(argv=None):
     parser.add_argument("--valid", "--dev", dest="valid", help="valid (dev) tsv")
     parser.add_argument("--test", help="test tsv (the label column is optional)")
     parser.add_argument("--destdir", required=True, help="the data-bin to write")
-    parser.add_argument("--pretraining-data", metavar="DIR",
-                        help=f"the pretraining data-bin: takes --dict DIR/dict.txt and --spm-model DIR/{SPM_MODEL_NAME}")
-    parser.add_argument("--dict", help="the pretraining dictionary (dict.txt)")
-    parser.add_argument("--spm-model", help="the sentencepiece model that dictionary was built with")
+    add_pretraining_vocab_args(parser)
     parser.add_argument("--sentence-columns", nargs="+", default=["sentence"], metavar="NAME",
                         help="one column, or two for sentence pairs (default: sentence)")
     parser.add_argument("--label-column", default="label", help="default: label")
@@ -38,11 +36,7 @@ def main(argv=None):
                         help="fairseq-preprocess processes per text column (default: cores, at most 8)")
     parser.add_argument("--force", action="store_true", help="replace a non-empty destdir")
     args = parser.parse_args(argv)
-    if args.pretraining_data:
-        args.dict = args.dict or os.path.join(args.pretraining_data, "dict.txt")
-        args.spm_model = args.spm_model or os.path.join(args.pretraining_data, SPM_MODEL_NAME)
-    if not args.dict or not args.spm_model:
-        parser.error("give --pretraining-data DIR, or both --dict and --spm-model")
+    resolve_pretraining_vocab(parser, args)
     if len(args.sentence_columns) > 2:
         parser.error("--sentence-columns takes one or two column names")
     try:

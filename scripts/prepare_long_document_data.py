@@ -25,7 +25,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from linformer_plugin.data.common import SPM_MODEL_NAME, DataPrepError, PreprocessError  # noqa: E402
+from linformer_plugin.data.common import (  # noqa: E402
+    DataPrepError, PreprocessError, add_pretraining_vocab_args, resolve_pretraining_vocab)
 from linformer_plugin.data.long_documents import prepare_long_document_data  # noqa: E402
 
 
@@ -37,10 +38,7 @@ def main(argv=None):
                         help="the same classes, from other documents")
     parser.add_argument("--test", nargs="+", metavar="LABEL=PATH", help="the same classes, from other documents")
     parser.add_argument("--destdir", required=True, help="the directory to write")
-    parser.add_argument("--pretraining-data", metavar="DIR",
-                        help=f"the pretraining data-bin: takes --dict DIR/dict.txt and --spm-model DIR/{SPM_MODEL_NAME}")
-    parser.add_argument("--dict", help="the pretraining dictionary (dict.txt)")
-    parser.add_argument("--spm-model", help="the sentencepiece model that dictionary was built with")
+    add_pretraining_vocab_args(parser)
     parser.add_argument("--window-tokens", type=int, default=4096,
                         help="longest window, in model tokens with <s> and </s> (default 4096)")
     parser.add_argument("--truncate-tokens", type=int, default=512,
@@ -56,11 +54,7 @@ def main(argv=None):
                         help="remove destdir/tsv once binarized (the data-bins hold the same examples)")
     parser.add_argument("--force", action="store_true", help="replace a non-empty destdir")
     args = parser.parse_args(argv)
-    if args.pretraining_data:
-        args.dict = args.dict or os.path.join(args.pretraining_data, "dict.txt")
-        args.spm_model = args.spm_model or os.path.join(args.pretraining_data, SPM_MODEL_NAME)
-    if not args.dict or not args.spm_model:
-        parser.error("give --pretraining-data DIR, or both --dict and --spm-model")
+    resolve_pretraining_vocab(parser, args)
     collections = {"train": args.train, "valid": args.valid, "test": args.test}
     try:
         manifest = prepare_long_document_data(

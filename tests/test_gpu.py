@@ -32,9 +32,13 @@ def padding_mask(bsz, n, device="cuda"):
 @pytest.mark.parametrize("sharing", ["headwise", "kv", "layerwise"])
 @pytest.mark.parametrize("padded", [False, True])
 def test_half_precision_matches_fp32(dtype, sharing, padded):
-    attn, shared = attention(sharing)
-    x = torch.randn(1024, 4, 768, device="cuda")
-    mask = padding_mask(4, 1024) if padded else None
+    assert_half_matches_fp32(*attention(sharing), dtype, length=1024, padded=padded)
+
+
+def assert_half_matches_fp32(attn, shared, dtype, length, padded):
+    """The attention in dtype against itself in fp32 (padded or not); gradients finite."""
+    x = torch.randn(length, 4, 768, device="cuda")
+    mask = padding_mask(4, length) if padded else None
     reference, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)
     attn.to(dtype)
     if shared is not None:
@@ -45,7 +49,8 @@ def test_half_precision_matches_fp32(dtype, sharing, padded):
     assert relative_error(out, reference) < (1e-2 if dtype == torch.float16 else 3e-2)
     out.float().pow(2).mean().backward()
     assert torch.isfinite(xh.grad).all()
-    assert all(torch.isfinite(p.grad).all() for p in attn.parameters() if p.requires_grad)
+    params = list(attn.parameters()) + (list(shared.parameters()) if shared is not None else [])
+    assert all(torch.isfinite(p.grad).all() for p in params if p.requires_grad)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF])
@@ -108,21 +113,7 @@ def variant_attention(projection, sharing, order=None, C=768, H=12, n=1024, k=12
 @pytest.mark.parametrize("length,padded", [(1024, False), (1024, True), (700, True), (700, False)])
 def test_variant_half_precision_matches_fp32(dtype, projection, sharing, order, length, padded):
     """fp16/bf16 against fp32, full length and T < n, padded or not; gradients finite."""
-    attn, shared = variant_attention(projection, sharing, order)
-    x = torch.randn(length, 4, 768, device="cuda")
-    mask = padding_mask(4, length) if padded else None
-    reference, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)
-    attn.to(dtype)
-    if shared is not None:
-        shared.to(dtype)
-    xh = x.to(dtype).requires_grad_()
-    out, _ = attn(xh, xh, xh, key_padding_mask=mask, need_weights=False)
-    assert out.dtype == dtype
-    assert relative_error(out, reference) < (1e-2 if dtype == torch.float16 else 3e-2)
-    out.float().pow(2).mean().backward()
-    assert torch.isfinite(xh.grad).all()
-    params = list(attn.parameters()) + (list(shared.parameters()) if shared is not None else [])
-    assert all(torch.isfinite(p.grad).all() for p in params if p.requires_grad)
+    assert_half_matches_fp32(*variant_attention(projection, sharing, order), dtype, length=length, padded=padded)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF])

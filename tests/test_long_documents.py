@@ -174,7 +174,7 @@ def test_bad_lengths_and_empty_collections(collections, data_bin, tmp_path):
             _prepare(tmp_path, data_bin, collections, **kwargs)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n\n")
-    with pytest.raises(DataPrepError, match="no documents"):
+    with pytest.raises(DataPrepError, match="only blank lines"):
         _prepare(tmp_path, data_bin, {"train": [collections["train"][0], f"b={empty}"]})
     short = tmp_path / "short.txt"
     short.write_text("A short document.\n\nAnother one.\n")

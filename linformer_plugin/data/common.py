@@ -23,6 +23,23 @@ class PreprocessError(RuntimeError):
     """fairseq-preprocess exited with an error."""
 
 
+def add_pretraining_vocab_args(parser):
+    """--pretraining-data DIR, or --dict and --spm-model: the vocabulary a fine-tuning data-bin reuses."""
+    parser.add_argument("--pretraining-data", metavar="DIR",
+                        help=f"the pretraining data-bin: takes --dict DIR/dict.txt and --spm-model DIR/{SPM_MODEL_NAME}")
+    parser.add_argument("--dict", help="the pretraining dictionary (dict.txt)")
+    parser.add_argument("--spm-model", help="the sentencepiece model that dictionary was built with")
+
+
+def resolve_pretraining_vocab(parser, args):
+    """Fill args.dict / args.spm_model from --pretraining-data; a parser error if neither is given."""
+    if args.pretraining_data:
+        args.dict = args.dict or os.path.join(args.pretraining_data, "dict.txt")
+        args.spm_model = args.spm_model or os.path.join(args.pretraining_data, SPM_MODEL_NAME)
+    if not args.dict or not args.spm_model:
+        parser.error("give --pretraining-data DIR, or both --dict and --spm-model")
+
+
 def stderr_log(message: str):
     print(message, file=sys.stderr, flush=True)
 

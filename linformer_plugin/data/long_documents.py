@@ -36,7 +36,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..io import atomic_directory, atomic_write_text
 from .classification import prepare_classification_data
-from .common import (DataPrepError, Progress, check_inputs_outside, check_pieces_match, load_dictionary,
+from .common import (DataPrepError, Progress, check_inputs_outside, check_pieces_match, check_text_file, load_dictionary,
                      load_spm, stderr_log)
 
 SPLITS = ("train", "valid", "test")
@@ -88,12 +88,7 @@ def check_collections(splits: Dict[str, List[Tuple[str, str]]]):
     used = {}
     for split, collections in splits.items():
         for label, path in collections:
-            if not os.path.exists(path):
-                raise DataPrepError(f"{split} file for {label!r} not found: {path}")
-            if not os.path.isfile(path):
-                raise DataPrepError(f"{split} file for {label!r} is not a regular file: {path}")
-            if os.path.getsize(path) == 0:
-                raise DataPrepError(f"{split} file for {label!r} is empty: {path}")
+            check_text_file(path, f"{split} file for {label!r}")
             real = os.path.realpath(path)
             if real in used:
                 raise DataPrepError(f"{path} is given as {split} {label!r} and as {used[real]}: a file may "
