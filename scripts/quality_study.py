@@ -137,8 +137,15 @@ def rebuild_results(out_dir, runs):
             continue
         with open(path, errors="replace") as f:
             text = f.read()
-        result = {"name": run.name, "n": run.n, "k": run.k, "flags": run.flags, **pretrain_summary(text),
-                  "command": text.splitlines()[0][2:]}
+        command = text.splitlines()[0][2:]
+        argv = shlex.split(command)
+
+        def flag(name, default):  # n and k as the run was started (--tiny scales them)
+            return int(argv[argv.index(name) + 1]) if name in argv else default
+
+        result = {"name": run.name, "n": flag("--tokens-per-sample", run.n),
+                  "k": flag("--compressed-dim", run.k), "flags": run.flags, **pretrain_summary(text),
+                  "command": command}
         sst2 = os.path.join(logs, f"{run.name}.sst2.log")
         if os.path.exists(sst2):
             with open(sst2, errors="replace") as f:

@@ -1,0 +1,56 @@
+"""The quality study's scripts end to end on CPU with tiny models: pretraining of roberta and
+linformer_roberta, SST-2 fine-tuning with dev and test accuracy, results rebuilt from the logs, the
+report's table."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO, run
+from linformer_plugin.data.classification import prepare_classification_data
+
+SCRIPTS = os.path.join(REPO, "scripts")
+SST2 = os.path.join(REPO, "tests", "data", "sst2_tiny")
+
+
+def test_quality_study_cpu_smoke(data_bin, tmp_path):
+    sst2 = str(tmp_path / "sst2-bin")
+    dev = os.path.join(SST2, "dev.tsv")  # labelled, so it serves as the test split too
+    prepare_classification_data(sst2, os.path.join(SST2, "train.tsv"), dev, dev,
+                                spm_model=os.path.join(data_bin, "sentencepiece.bpe.model"),
+                                dictionary=os.path.join(data_bin, "dict.txt"), log=None)
+    out = tmp_path / "study"
+    log = run([sys.executable, os.path.join(SCRIPTS, "quality_study.py"), "--data", data_bin, "--sst2", sst2,
+               "--out", str(out), "--tiny", "--cpu", "--runs", "roberta", "linformer_k128",
+               "--add-run", "mean_k128=--compressed-dim 128 --compressed-projection mean",
+               "--max-update", "2", "--valid-interval", "1", "--log-interval", "1",
+               "--finetune-updates", "2", "--finetune-valid-interval", "1", "--jobs-per-gpu", "3"])
+    assert "failed: none" in log
+    results = {r["name"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert set(results) == {"roberta", "linformer_k128", "mean_k128"}
+    for name, r in results.items():
+        assert r["pretrain_rc"] == 0 and [c[0] for c in r["valid_curve"]] == [1, 2], name
+        assert r["valid_ppl"] > 1 and r["params"] > 0
+    assert results["linformer_k128"]["k"] == 16 and results["linformer_k128"]["n"] == 64  # tiny: n, k / 8
+    for name in ("roberta", "linformer_k128"):  # the n = 512 runs are fine-tuned, added runs are not
+        assert 0 <= results[name]["sst2_dev_acc"] <= 100 and 0 <= results[name]["sst2_test_acc"] <= 100
+    assert "sst2_dev_acc" not in results["mean_k128"]
+
+    # a study cut off before writing its results: rebuilt from the logs alone
+    kept = (out / "results.jsonl").read_text()
+    (out / "results.jsonl").unlink()
+    run([sys.executable, os.path.join(SCRIPTS, "quality_study.py"), "--data", data_bin, "--out", str(out),
+         "--rebuild", "--runs", "roberta", "linformer_k128"])
+    rebuilt = {r["name"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    original = {r["name"]: r for r in map(json.loads, kept.splitlines())}
+    for name in ("roberta", "linformer_k128"):
+        for key in ("valid_curve", "valid_ppl", "sst2_dev_acc", "sst2_test_acc"):
+            assert rebuilt[name][key] == original[name][key], (name, key)
+
+    report = subprocess.run([sys.executable, os.path.join(SCRIPTS, "report_quality_study.py"),
+                             str(out / "results.jsonl"), "--out-dir", str(tmp_path / "report"), "--no-plots"],
+                            capture_output=True, text=True, check=True)
+    table = (tmp_path / "report" / "table.md").read_text()
+    assert table == report.stdout.rstrip("\n") + "\n" or table in report.stdout
+    assert "| roberta | 64 | full |" in table and "| linformer_k128 | 64 | 16 |" in table
