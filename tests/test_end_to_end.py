@@ -5,6 +5,7 @@ import pickle
 import re
 import signal
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -100,3 +101,30 @@ def test_truncated_checkpoint_is_a_clear_error(trained_mlm, data_bin, tmp_path):
         checkpoint_utils.load_checkpoint_to_cpu(str(tmp_path / "checkpoint_last.pt"))
     proc = subprocess.run(mlm_train_command(data_bin, tmp_path, 12), capture_output=True, text=True)
     assert proc.returncode != 0 and "is truncated or corrupt" in proc.stdout + proc.stderr
+
+
+BF16_PROBE = """
+import sys
+import fairseq.trainer
+import fairseq_cli.train
+
+init = fairseq.trainer.Trainer.__init__
+
+def report(self, cfg, *args, **kwargs):
+    init(self, cfg, *args, **kwargs)
+    print("MODEL_DTYPE", next(self.model.parameters()).dtype, "TPU", cfg.common.tpu, flush=True)
+
+fairseq.trainer.Trainer.__init__ = report
+sys.argv = ["fairseq-train"] + sys.argv[1:]
+fairseq_cli.train.cli_main()
+"""
+
+
+def test_bf16_trains_on_the_runs_device(data_bin, tmp_path):
+    """fairseq 0.12's parser turns --bf16 into --bf16 --tpu (fairseq #4696); without torch_xla the
+    plugin gives the run its own device back, and the model trains in bfloat16."""
+    cmd = mlm_train_command(data_bin, tmp_path / "ckpt", 2, "--bf16", "--disable-validation")
+    log = run([sys.executable, "-c", BF16_PROBE] + cmd[len(fairseq_cli("train")):])
+    assert "MODEL_DTYPE torch.bfloat16 TPU False" in log, log[-3000:]
+    assert "training in bfloat16 on this run's device" in log
+    assert (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
