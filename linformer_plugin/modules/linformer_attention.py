@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from fairseq.modules.quant_noise import quant_noise
 
-from .sequence_projection import SequenceProjection, WindowProjection, build_projection, check_sequence_length
+from .sequence_projection import (SequenceProjection, WindowProjection, build_projection, check_sequence_length,
+                                  columns_per_sentence)
 
 PER_HEAD_ORDERS = ("project_input", "project_heads")
 
@@ -212,10 +213,7 @@ class LinformerSelfAttention(nn.Module):
         if key_padding_mask is None:
             out = torch.einsum("mjs,sbmd->jbmd", maps[:, :, :seq_len], full)
         else:  # as SequenceProjection: real token number p meets column p of its head's map
-            keep = ~key_padding_mask
-            positions = (keep.cumsum(dim=1) - 1).clamp_(min=0)  # B x S
-            per_sentence = maps.index_select(2, positions.flatten()).view(2 * heads, k, bsz, seq_len)
-            per_sentence = per_sentence * keep.to(full.dtype)
+            per_sentence = columns_per_sentence(maps, key_padding_mask, full.dtype)  # 2H x k x B x S
             out = torch.einsum("mjbs,sbmd->jbmd", per_sentence, full)
         keys, values = out[:, :, :heads], out[:, :, heads:]
         if self.k_proj.bias is not None:

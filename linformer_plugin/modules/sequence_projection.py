@@ -20,6 +20,16 @@ def check_sequence_length(seq_len: int, max_positions: int):
         )
 
 
+def columns_per_sentence(weight: Tensor, padding_mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """weight (..., n) -> (..., B, S): for each sentence, the column of each real token's position
+    among the real tokens of its sentence (as fairseq's positional embeddings count), zero at pads."""
+    keep = ~padding_mask
+    positions = (keep.cumsum(dim=1) - 1).clamp_(min=0)  # B x S
+    # index_select: its backward is one index_add_ (no sort, unlike advanced indexing's)
+    columns = weight.to(dtype).index_select(weight.dim() - 1, positions.flatten())
+    return columns.view(*weight.shape[:-1], *padding_mask.shape) * keep.to(dtype)
+
+
 class SequenceProjection(nn.Module):
     """``num_maps`` stacked (k x max_positions) matrices applied along the sequence axis.
 
@@ -56,12 +66,7 @@ class SequenceProjection(nn.Module):
             # one GEMM over all sentences: (rows x S) @ (S x B*C), no transposes
             projected = weight[:, :seq_len].to(x.dtype) @ x.reshape(seq_len, bsz * channels)
             return projected.view(-1, bsz, channels)
-        # position of each real token among the real tokens of its sentence
-        keep = ~padding_mask
-        positions = (keep.cumsum(dim=1) - 1).clamp_(min=0)  # B x S
-        # index_select: its backward is one index_add_ (no sort, unlike advanced indexing's)
-        per_sentence = weight.to(x.dtype).index_select(1, positions.flatten()).view(-1, bsz, seq_len)
-        per_sentence = per_sentence * keep.to(x.dtype)  # rows x B x S, zero at pads
+        per_sentence = columns_per_sentence(weight, padding_mask, x.dtype)  # rows x B x S
         projected = torch.bmm(per_sentence.transpose(0, 1), x.transpose(0, 1))  # B x rows x C
         return projected.transpose(0, 1)
 
