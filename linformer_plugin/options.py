@@ -189,7 +189,7 @@ class LinformerOptions:
                 )
         if self.compressed_dim is None:
             raise LinformerConfigError("no k given: pass --compressed-dim K, --compressed R or --compressed-dims")
-        for k in self.layer_dims_given:
+        for k in self.compressed_dims or (self.compressed_dim,):
             self._check_k(k)
         if self.compressed_dims is not None and self.sharing == "layerwise" and len(set(self.compressed_dims)) > 1:
             raise LinformerConfigError(
@@ -228,14 +228,10 @@ class LinformerOptions:
                 "(or --compressed-projection linear, which takes any k)"
             )
 
-    @property
-    def layer_dims_given(self) -> Tuple[int, ...]:
-        return self.compressed_dims if self.compressed_dims is not None else (self.compressed_dim,)
-
     def layer_dims(self, num_layers: int) -> Tuple[int, ...]:
         """k of each of ``num_layers`` layers (checked against ``compressed_dims``)."""
         self.check_num_layers(num_layers)
-        return self.compressed_dims if self.compressed_dims is not None else (self.compressed_dim,) * num_layers
+        return self.compressed_dims or (self.compressed_dim,) * num_layers
 
     def check_num_layers(self, num_layers: Optional[int]):
         if self.compressed_dims is not None and num_layers is not None and len(self.compressed_dims) != num_layers:
@@ -245,23 +241,11 @@ class LinformerOptions:
                 "(--encoder-layers): give exactly one k per layer"
             )
 
-    @property
-    def per_layer_dims(self) -> bool:
-        return self.compressed_dims is not None
-
-    @property
-    def projections_per_layer(self) -> int:
-        """How many n -> k maps a layer's own projection holds (E and F, or one); with
-        ``none`` sharing that is two per head: see ``maps_per_layer``."""
-        if self.sharing == "none":
-            raise LinformerConfigError("with --compressed-sharing none the number of maps depends on the heads")
-        return 2 if self.sharing == "headwise" else 1
-
     def maps_per_layer(self, num_heads: int) -> int:
         """How many n -> k maps (linear matrices or conv kernels) one layer's projection holds."""
         if self.projection in POOLING_METHODS:
             return 1
-        return 2 * num_heads if self.sharing == "none" else self.projections_per_layer
+        return {"none": 2 * num_heads, "headwise": 2}.get(self.sharing, 1)  # kv, layerwise: E = F
 
     @classmethod
     def from_args(cls, args) -> "LinformerOptions":
