@@ -11,6 +11,7 @@ import re
 
 import torch
 
+from .modules.sequence_projection import WINDOW_METHOD_CODES
 from .options import LinformerConfigError, LinformerOptions, describe
 
 
@@ -125,7 +126,7 @@ def upgrade_reference_state_dict(state_dict, prefix: str, options: LinformerOpti
 
 
 _PROJECTION_KEY = re.compile(r"(layers\.(\d+)\.self_attn\.projection|shared_projection)\.(weight|kernel|layout)$")
-_METHOD_NAMES = {0: "conv", 1: "mean", 2: "max"}
+_METHOD_NAMES = {code: name for name, code in WINDOW_METHOD_CODES.items()}
 
 
 def _projection_entries(state_dict, prefix: str):
