@@ -29,9 +29,9 @@ CPU smoke (tests):
 import argparse
 import json
 import os
+import queue
 import re
 import shlex
-import subprocess
 import sys
 import threading
 import time
@@ -42,6 +42,7 @@ from typing import List, Optional
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+from benchmark_train import run_logged  # noqa: E402
 from linformer_plugin.io import write_jsonl  # noqa: E402
 
 PLUGIN_DIR = os.path.join(REPO_ROOT, "linformer_plugin")
@@ -172,39 +173,22 @@ class Study:
         self.lock = threading.Lock()
         self.results = []
         devices = args.devices
-        # slots: one per concurrent job, spread over the devices
-        self.slots = [devices[i % len(devices)] for i in range(len(devices) * args.jobs_per_gpu)]
-        self.free = list(self.slots)
-        self.cond = threading.Condition(self.lock)
-
-    # ------------------------------------------------------------------ running
-    def _acquire(self):
-        with self.cond:
-            while not self.free:
-                self.cond.wait()
-            return self.free.pop(0)
-
-    def _release(self, slot):
-        with self.cond:
-            self.free.append(slot)
-            self.cond.notify()
+        # one slot per concurrent job, spread over the devices; a job takes one and gives it back
+        self.free = queue.Queue()
+        for i in range(len(devices) * args.jobs_per_gpu):
+            self.free.put(devices[i % len(devices)])
 
     def _run(self, cmd, log_name):
-        slot = self._acquire()
+        slot = self.free.get()
         env = dict(os.environ)
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(slot)
         started = time.time()
         path = os.path.join(self.logs, log_name)
         try:
-            with open(path, "w") as log:
-                log.write("# " + shlex.join(cmd) + "\n")
-                log.flush()
-                rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.args.out)
+            rc, text, _ = run_logged(cmd, path, None, env=env, cwd=self.args.out, header=True)
         finally:
-            self._release(slot)
-        with open(path, errors="replace") as f:
-            text = f.read()
+            self.free.put(slot)
         print(f"[{time.strftime('%H:%M:%S')}] {log_name}: rc={rc} in {time.time() - started:.0f}s", flush=True)
         return rc, text, round(time.time() - started, 1)
 
