@@ -25,7 +25,6 @@ import os
 import platform
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)  # so linformer_plugin imports without installation
 from linformer_plugin.io import atomic_write_text, write_jsonl  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _fairseq_logs import run_logged  # noqa: E402,F401  (also used by the study scripts)
 from linformer_plugin.reference import fairseq_package_dir, reference_user_dir  # noqa: E402
 WRAPPER = os.path.join(REPO_ROOT, "scripts", "_train_with_peak_memory.py")
 PLUGIN_DIR = os.path.join(REPO_ROOT, "linformer_plugin")
@@ -154,26 +155,6 @@ def parse_output(text):
         pass
     result["error_line"] = _error_line(lines)
     return result
-
-
-def run_logged(cmd, log_path, timeout, env=None, cwd=None, header=False):
-    """Run cmd with its output in log_path (after a "# command" line if header); on timeout kill
-    its whole process group. Returns (rc, the log's text, timed_out)."""
-    with open(log_path, "w") as out:
-        if header:
-            out.write("# " + shlex.join(cmd) + "\n")
-            out.flush()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        timed_out = False
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: only this run's processes
-            rc = proc.wait()
-    with open(log_path, errors="replace") as f:
-        return rc, f.read(), timed_out
 
 
 def run_training(cmd, log_path, timeout, env=None):

@@ -67,7 +67,8 @@ REPO_ROOT = os.path.dirname(SCRIPTS)
 for path in (REPO_ROOT, SCRIPTS):
     if path not in sys.path:
         sys.path.insert(0, path)
-from benchmark_train import _TRAIN_INNER, _error_line, environment, train_command  # noqa: E402
+from _fairseq_logs import json_records  # noqa: E402
+from benchmark_train import _error_line, environment, train_command  # noqa: E402
 from linformer_plugin.io import atomic_write_text, write_jsonl  # noqa: E402
 from linformer_plugin.reference import fairseq_package_dir, reference_user_dir  # noqa: E402
 
@@ -106,24 +107,7 @@ _MIN_SCALE = "Minimum loss scale reached"
 
 def train_inner_entries(text):
     """The train_inner records of a fairseq log, values as numbers where they are."""
-    entries = []
-    for line in text.splitlines():
-        m = _TRAIN_INNER.search(line)
-        if not m:
-            continue
-        try:
-            raw = json.loads(m.group(1))
-        except ValueError:
-            continue
-        entry = {}
-        for key, value in raw.items():
-            try:
-                entry[key] = float(value)
-            except (TypeError, ValueError):
-                entry[key] = value
-        entries.append(entry)
-    return entries
-
+    return json_records(text).get("train_inner", [])
 
 def valid_entries(text):
     out = []

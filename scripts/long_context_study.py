@@ -34,7 +34,6 @@ import functools
 import json
 import os
 import platform
-import re
 import shlex
 import shutil
 import subprocess
@@ -55,8 +54,10 @@ DEFAULT_SIZE = {"encoder_layers": 8, "encoder_embed_dim": 512, "encoder_ffn_embe
                 "encoder_attention_heads": 8}
 TINY_SIZE = {"encoder_layers": 2, "encoder_embed_dim": 64, "encoder_ffn_embed_dim": 128,
              "encoder_attention_heads": 2}
-_LOG_LINE = re.compile(r"\|\s*(train_inner|train|valid|test)\s*\|\s*(\{.*\})\s*$")
 _lock = threading.Lock()
+
+sys.path.insert(0, SCRIPTS)
+from _fairseq_logs import json_records, run_logged  # noqa: E402  (light: no torch, no fairseq)
 
 
 def log(message):
@@ -65,27 +66,6 @@ def log(message):
 
 
 # ----------------------------------------------------------------------------- running fairseq
-
-
-def _json_lines(text):
-    """{tag: [stats, ...]} from fairseq's --log-format json lines (values as floats where they parse)."""
-    found = {}
-    for line in text.splitlines():
-        m = _LOG_LINE.search(line)
-        if not m:
-            continue
-        try:
-            stats = json.loads(m.group(2))
-        except ValueError:
-            continue
-        clean = {}
-        for key, value in stats.items():
-            try:
-                clean[key] = float(value)
-            except (TypeError, ValueError):
-                clean[key] = value
-        found.setdefault(m.group(1), []).append(clean)
-    return found
 
 
 def run_job(name, cmd, args, timeout=None):
@@ -107,7 +87,7 @@ def run_job(name, cmd, args, timeout=None):
         limit = min(limit, int(left))
     log(f"start {name}")
     started = time.time()
-    from benchmark_train import parse_output, run_logged  # imported late: it imports fairseq (seconds)
+    from benchmark_train import parse_output  # imported late: it imports fairseq (seconds)
 
     rc, text, timed_out = run_logged(cmd, log_path, limit, env=env, cwd=workdir, header=True)
 
@@ -211,7 +191,7 @@ def pretrain_roberta(args, size, n):
     cmd = mlm_command(args, "roberta", size, n, "complete", args.roberta_updates, args.roberta_lr,
                       max(1, args.roberta_updates // 10), save_dir=save_dir)
     result = run_job("pretrain_roberta", cmd, args)
-    stats = _json_lines(result["text"])
+    stats = json_records(result["text"])
     record = {"step": "pretrain_roberta", "model": "roberta", "n": n, "max_tokens": args.max_tokens,
               "num_updates": result["num_updates"],
               "wps": result["wps"], "valid_loss": last(stats, "valid", "valid_loss"), "wall_s": result["wall_s"],
@@ -223,7 +203,7 @@ def benchmark(args, kind, size, n, break_mode="complete_doc"):
     cmd = mlm_command(args, kind, size, n, break_mode, args.bench_updates, 1e-4, 10, validate=False)
     name = f"benchmark_{kind}" + ("" if break_mode == "complete_doc" else f"_{break_mode}")
     result = run_job(name, cmd, args)
-    inner = _json_lines(result["text"]).get("train_inner", [])
+    inner = json_records(result["text"]).get("train_inner", [])
     mean_len = round(inner[-1]["wpb"] / inner[-1]["bsz"], 1) if inner and inner[-1].get("bsz") else None
     return {"step": "benchmark", "model": kind, "k": args.compressed_dim if kind == "linformer" else None,
             "n": n, "sample_break_mode": break_mode, "max_tokens": args.max_tokens,
@@ -249,7 +229,7 @@ def validate_mlm(args, checkpoint, n, name, break_mode="complete_doc"):
            "--skip-invalid-size-inputs-valid-test",
            "--log-format", "json"] + device_flags(args)
     result = run_job(name, cmd, args)
-    stats = _json_lines(result["text"])
+    stats = json_records(result["text"])
     return {"step": name, "n": n, "sample_break_mode": break_mode, "valid_loss": last(stats, "valid", "valid_loss"),
             "wall_s": result["wall_s"], "error": result["error"]}
 
@@ -259,7 +239,7 @@ def continue_mlm(args, size, checkpoint, n):
     cmd = mlm_command(args, "linformer", size, n, "complete_doc", args.mlm_updates, args.mlm_lr,
                       max(1, args.mlm_updates // 10), save_dir=save_dir, restore=checkpoint)
     result = run_job("mlm", cmd, args)
-    stats = _json_lines(result["text"])
+    stats = json_records(result["text"])
     return {"step": "mlm", "n": n, "max_tokens": args.max_tokens, "max_update": args.mlm_updates,
             "num_updates": result["num_updates"] or last(stats, "valid", "valid_num_updates"),
             "wps": result["wps"], "valid_loss": last(stats, "valid", "valid_loss"),
@@ -287,7 +267,7 @@ def finetune(args, job):
     cmd[cmd.index("--seed") + 1] = str(job["seed"])
     name = f"finetune_{job['model']}_{job['variant']}_seed{job['seed']}"
     result = run_job(name, cmd, args)
-    stats = _json_lines(result["text"])
+    stats = json_records(result["text"])
     curve = []
     tests = stats.get("test", []) or [{}] * len(stats.get("valid", []))
     for v, t in zip(stats.get("valid", []), tests):
@@ -484,7 +464,6 @@ def main(argv=None):
     for key in ("data_bin", "long_docs", "roberta_checkpoint", "out_dir", "work_dir"):
         if getattr(args, key):  # the runs start in folders of their own
             setattr(args, key, os.path.abspath(getattr(args, key)))
-    sys.path.insert(0, SCRIPTS)
     sys.path.insert(0, REPO_ROOT)
     from linformer_plugin.data.long_documents import load_manifest
 

@@ -42,7 +42,7 @@ from typing import List, Optional
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
-from benchmark_train import run_logged  # noqa: E402
+from _fairseq_logs import json_records, run_logged  # noqa: E402
 from linformer_plugin.io import write_jsonl  # noqa: E402
 
 PLUGIN_DIR = os.path.join(REPO_ROOT, "linformer_plugin")
@@ -77,22 +77,6 @@ RUNS = [
     Run("linformer_n2048_k256", n=2048, k=256, finetune=False),
 ]
 
-_JSON_LINE = re.compile(r"\|\s*(train_inner|valid|train|[\w-]+)\s*\|\s*(\{.*\})\s*$")
-
-
-def parse_log(text):
-    """{tag: [json dicts]} from a fairseq --log-format json log."""
-    out = {}
-    for line in text.splitlines():
-        m = _JSON_LINE.search(line)
-        if m:
-            try:
-                out.setdefault(m.group(1), []).append(json.loads(m.group(2)))
-            except ValueError:
-                pass
-    return out
-
-
 def _float(value):
     try:
         return float(value)
@@ -102,7 +86,7 @@ def _float(value):
 
 def pretrain_summary(text):
     """Validation curve (update, loss in bits, perplexity), train curve, words/s, parameters."""
-    parsed = parse_log(text)
+    parsed = json_records(text)
     curve = [(int(v["valid_num_updates"]), _float(v["valid_loss"]), _float(v.get("valid_ppl")))
              for v in parsed.get("valid", []) if "valid_num_updates" in v]
     train = [(int(t["num_updates"]), _float(t["loss"]), _float(t.get("wps"))) for t in parsed.get("train_inner", [])]
@@ -120,11 +104,11 @@ def pretrain_summary(text):
 
 def dev_curve(text):
     return [(int(v["valid_num_updates"]), _float(v["valid_accuracy"]))
-            for v in parse_log(text).get("valid", []) if "valid_accuracy" in v]
+            for v in json_records(text).get("valid", []) if "valid_accuracy" in v]
 
 
 def accuracy(text, subset):
-    accs = [_float(d[f"{subset}_accuracy"]) for d in parse_log(text).get(subset, []) if f"{subset}_accuracy" in d]
+    accs = [_float(d[f"{subset}_accuracy"]) for d in json_records(text).get(subset, []) if f"{subset}_accuracy" in d]
     return accs[-1] if accs else None
 
 
