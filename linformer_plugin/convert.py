@@ -116,7 +116,7 @@ def _check_new_length(old_max: int, new_max: Optional[int]) -> int:
 
 
 def roberta_to_linformer(state: dict, compressed_dim: int, max_positions: Optional[int] = None,
-                         sharing: str = "headwise", seed: int = 1) -> dict:
+                         sharing: str = "headwise", seed: int = 1, init: str = "xavier") -> dict:
     """A RoBERTa checkpoint state -> a linformer_roberta one (new dict; the input is not changed)."""
     model_state = state["model"]
     if any(".self_attn.projection." in k or "shared_projection" in k or "compress_" in k for k in model_state):
@@ -127,21 +127,21 @@ def roberta_to_linformer(state: dict, compressed_dim: int, max_positions: Option
                      for k in model_state if k.startswith(ENCODER + "layers.")})
     if not layers or any(f"{ENCODER}layers.{i}.self_attn.k_proj.weight" not in model_state for i in layers):
         raise ConversionError("the checkpoint is not RoBERTa-shaped: no encoder layers with self_attn.k_proj")
-    options = LinformerOptions(max_positions=new_max, compressed_dim=compressed_dim, sharing=sharing)
+    options = LinformerOptions(max_positions=new_max, compressed_dim=compressed_dim, sharing=sharing, init=init)
     args = copy.deepcopy(model_args(state))
 
     new_state = {k: v for k, v in model_state.items()}
     new_state[POSITIONS] = extend_positions(model_state[POSITIONS], old_max, new_max)
     torch.manual_seed(seed)  # projections initialised as the plugin initialises them
     if sharing == "layerwise":
-        new_state[ENCODER + "shared_projection.weight"] = SequenceProjection(new_max, compressed_dim, 1).weight.data
+        new_state[ENCODER + "shared_projection.weight"] = SequenceProjection(new_max, compressed_dim, 1, init=init).weight.data
     else:
         heads = getattr(args, "encoder_attention_heads", None)
         if sharing == "none" and not heads:
             raise ConversionError("sharing none needs the number of heads, but the checkpoint's args have no "
                                   "encoder_attention_heads")
         for i in layers:
-            projection = SequenceProjection(new_max, compressed_dim, options.maps_per_layer(heads))
+            projection = SequenceProjection(new_max, compressed_dim, options.maps_per_layer(heads), init=init)
             new_state[f"{ENCODER}layers.{i}.self_attn.projection.weight"] = projection.weight.data
     new_state["encoder.version"] = torch.tensor(CHECKPOINT_VERSION)
 
@@ -154,6 +154,7 @@ def roberta_to_linformer(state: dict, compressed_dim: int, max_positions: Option
     args.compressed_sharing = sharing if sharing == "none" else None
     args.compressed_projection, args.compressed_dims = None, None
     args.freeze_compress = 0
+    args.compressed_init = init
     return _finish(state, new_state, args, new_max)
 
 

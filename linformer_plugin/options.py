@@ -14,6 +14,8 @@ section 4 of the paper that the reference does not implement:
   ``layerwise``; an explicit value that contradicts them is an error.
 * ``--compressed-dims K1,K2,...``: one k per encoder layer (the paper suggests smaller k in higher
   layers), instead of ``--compressed``/``--compressed-dim``.
+* ``--compressed-init {xavier,normal,mean}``: how learned projections start (see
+  ``sequence_projection.init_projection``).
 """
 
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ SHARING_MODES = ("none", "headwise", "kv", "layerwise")
 PROJECTION_METHODS = ("linear", "conv", "mean", "max")
 WINDOW_METHODS = ("conv", "mean", "max")  # kernel = stride = n / k
 POOLING_METHODS = ("mean", "max")  # no parameters
+INIT_METHODS = ("xavier", "normal", "mean")
 DEFAULT_COMPRESSED = 4
 
 
@@ -84,6 +87,15 @@ def add_linformer_args(parser):
         help="one k per encoder layer (e.g. 256,256,128,128: smaller k in higher layers), instead "
         "of --compressed/--compressed-dim; not with layerwise sharing",
     )
+    parser.add_argument(
+        "--compressed-init",
+        choices=INIT_METHODS,
+        help="initial values of learned projections (linear, conv): xavier (default: xavier-uniform, "
+        "gain 1/sqrt(2), what the reference writes), normal (N(0, 0.02): what the reference's "
+        "projections actually get, RoBERTa's init_bert_params re-initialising them), mean (each of "
+        "the k rows averages its window of about n/k consecutive positions: the projection starts "
+        "as mean pooling and learns from there)",
+    )
 
 
 def set_linformer_defaults(args):
@@ -99,6 +111,7 @@ def set_linformer_defaults(args):
     args.compressed_projection = getattr(args, "compressed_projection", None)
     args.compressed_sharing = getattr(args, "compressed_sharing", None)
     args.compressed_dims = getattr(args, "compressed_dims", None)
+    args.compressed_init = getattr(args, "compressed_init", None)
 
 
 def _flag(args, name):
@@ -161,6 +174,7 @@ class LinformerOptions:
     freeze: bool = False  # projections not trained
     projection: str = "linear"  # linear | conv | mean | max
     compressed_dims: Optional[Tuple[int, ...]] = None  # k per layer
+    init: Optional[str] = None  # xavier (None) | normal | mean: initial values of learned projections
 
     def __post_init__(self):
         if self.max_positions is None or self.max_positions <= 0:
@@ -172,6 +186,17 @@ class LinformerOptions:
             raise LinformerConfigError(
                 f"unknown projection {self.projection!r}; choose --compressed-projection from "
                 f"{', '.join(PROJECTION_METHODS)}"
+            )
+        if self.init is not None and self.init not in INIT_METHODS:
+            raise LinformerConfigError(
+                f"unknown projection initialisation {self.init!r}; choose --compressed-init from "
+                f"{', '.join(INIT_METHODS)}"
+            )
+        if self.init is not None and self.projection in POOLING_METHODS:
+            raise LinformerConfigError(
+                f"--compressed-init {self.init} initialises learned projections, but {self.projection} "
+                "pooling has no parameters; drop --compressed-init, or use --compressed-projection linear "
+                "--compressed-init mean for a learned projection that starts as mean pooling"
             )
         if self.sharing not in SHARING_MODES:
             raise LinformerConfigError(
@@ -287,6 +312,7 @@ class LinformerOptions:
             freeze=_flag(args, "freeze_compress"),
             projection=getattr(args, "compressed_projection", None) or "linear",
             compressed_dims=compressed_dims,
+            init=getattr(args, "compressed_init", None) or None,
         )
         options.check_num_layers(getattr(args, "encoder_layers", None))
         return options

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from linformer_plugin.convert import (  # noqa: E402
     extend_linformer_positions, load_checkpoint, roberta_to_linformer, save_checkpoint,
 )
+from linformer_plugin.options import INIT_METHODS  # noqa: E402
 
 
 def main(argv=None):
@@ -29,6 +30,8 @@ def main(argv=None):
     convert.add_argument("--compressed-dim", type=int, required=True, help="k")
     convert.add_argument("--sharing", choices=["headwise", "kv", "layerwise"], default="headwise")
     convert.add_argument("--seed", type=int, default=1, help="for the new projections")
+    convert.add_argument("--compressed-init", choices=INIT_METHODS, default="xavier",
+                         help="initial values of the new projections (as fairseq-train's --compressed-init)")
     extend = sub.add_parser("extend", help="linformer_roberta -> longer max_positions")
     for p in (convert, extend):
         p.add_argument("input")
@@ -43,7 +46,8 @@ def main(argv=None):
         if args.command == "extend":
             new = extend_linformer_positions(state, args.max_positions)
         else:
-            new = roberta_to_linformer(state, args.compressed_dim, args.max_positions, args.sharing, args.seed)
+            new = roberta_to_linformer(state, args.compressed_dim, args.max_positions, args.sharing, args.seed,
+                                       init=args.compressed_init)
     except ValueError as exc:  # ConversionError, or a Linformer option that cannot build (k > n)
         parser.exit(1, f"{parser.prog}: error: {exc}\n")
     save_checkpoint(new, args.output)

@@ -39,6 +39,16 @@ def best_valid(record):
     return min(curve, key=lambda c: c[1]) if curve else None
 
 
+def accuracy_cell(record, split):
+    """"84.4", or "84.4 ± 0.3 (3 seeds)" for a mean over fine-tuning seeds (± the std between them)."""
+    mean = record.get(f"sst2_{split}_acc")
+    seeds = len(record.get("sst2_runs") or [])
+    if mean is None or seeds < 2:
+        return _fmt(mean, ".1f")
+    std = record.get(f"sst2_{split}_std")
+    return f"{mean:.1f} ± {std:.1f} ({seeds} seeds)" if std is not None else f"{mean:.1f} ({seeds} seeds)"
+
+
 def table(records):
     baseline = next((r for r in records if r["name"] == "roberta"), None)
     base_ppl = baseline.get("valid_ppl") if baseline else None
@@ -53,8 +63,7 @@ def table(records):
         params = f"{r['params'] / 1e6:.1f}M" if r.get("params") else "–"
         rows.append(
             f"| {r['name']} | {r['n']} | {r.get('k') or 'full'} | {' '.join(r.get('flags') or []) or ''} | {params} "
-            f"| {_fmt(ppl, '.1f')} | {ratio} | {best_txt} | {_fmt(r.get('sst2_dev_acc'), '.1f')} "
-            f"| {_fmt(r.get('sst2_test_acc'), '.1f')} |")
+            f"| {_fmt(ppl, '.1f')} | {ratio} | {best_txt} | {accuracy_cell(r, 'dev')} | {accuracy_cell(r, 'test')} |")
     return "\n".join(rows) + "\n"
 
 

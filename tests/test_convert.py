@@ -94,6 +94,18 @@ def test_extend_linformer_positions(trained_mlm, data_bin, tmp_path):
     assert models[0].eval()(torch.randint(4, 100, (1, 128)), features_only=True)[0].shape == (1, 128, 64)
 
 
+def test_roberta_to_linformer_initialises_new_projections_as_asked(roberta_checkpoint):
+    state = load_checkpoint(roberta_checkpoint)
+    mean = roberta_to_linformer(state, 8, max_positions=64, init="mean")
+    weight = mean["model"]["encoder.sentence_encoder.layers.0.self_attn.projection.weight"]
+    assert weight.shape == (16, 64) and torch.equal(weight[:, :8].sum(1) > 0, torch.tensor(([True] + [False] * 7) * 2))
+    torch.testing.assert_close(weight.sum(1), torch.ones(16))
+    default = roberta_to_linformer(state, 8, max_positions=64)
+    assert default["model"]["encoder.sentence_encoder.layers.0.self_attn.projection.weight"].min() < 0  # xavier
+    with pytest.raises(ValueError, match="unknown projection initialisation 'eye'"):
+        roberta_to_linformer(state, 8, init="eye")
+
+
 def test_bad_requests_are_clear_errors(roberta_checkpoint, trained_mlm, tmp_path):
     state = load_checkpoint(roberta_checkpoint)
     with pytest.raises(ConversionError, match="smaller than the checkpoint's max_positions=32"):

@@ -279,6 +279,62 @@ def test_conv_initialisation_matches_linear_variance():
     assert 0.8 < conv.var().item() / linear.var().item() < 1.25
 
 
+# ----------------------------------------------------------------------------- initialisation
+
+
+def test_initialisations_of_a_linear_projection():
+    torch.manual_seed(0)
+    xavier = SequenceProjection(512, 128, num_maps=2).weight
+    bound = math.sqrt(6 / (512 + 128)) / math.sqrt(2)  # per (k x n) map, as the reference writes it
+    assert xavier.abs().max() <= bound and xavier.abs().max() > 0.99 * bound
+    normal = SequenceProjection(512, 128, num_maps=2, init="normal").weight
+    assert abs(normal.std().item() - 0.02) < 0.001 and abs(normal.mean().item()) < 0.001
+    # mean: row i averages positions [floor(i n / k), floor((i + 1) n / k)), in every map
+    mean = SequenceProjection(10, 4, num_maps=2, init="mean").weight
+    window = torch.tensor([[.5, .5, 0, 0, 0, 0, 0, 0, 0, 0],
+                           [0, 0, 1 / 3, 1 / 3, 1 / 3, 0, 0, 0, 0, 0],
+                           [0, 0, 0, 0, 0, .5, .5, 0, 0, 0],
+                           [0, 0, 0, 0, 0, 0, 0, 1 / 3, 1 / 3, 1 / 3]])
+    torch.testing.assert_close(mean.detach(), torch.cat([window, window]))
+    assert mean.requires_grad  # a start, not a constraint
+    conv = WindowProjection(24, 6, num_maps=2, method="conv", init="mean").kernel
+    torch.testing.assert_close(conv.detach(), torch.full((2, 4), 0.25))
+
+
+@pytest.mark.parametrize("sharing", ["headwise", "kv", "layerwise"])
+def test_mean_initialised_linear_projection_starts_as_mean_pooling(sharing):
+    """At full length, a linear E = F that starts as window means gives the mean-pooling layer's output."""
+    torch.manual_seed(0)
+    shared = SequenceProjection(N, K, num_maps=1, init="mean") if sharing == "layerwise" else None
+    linear = LinformerSelfAttention(C, H, max_positions=N, compressed_dim=K, shared_kv=sharing == "kv",
+                                    shared_projection=shared, projection_init="mean").double().eval()
+    pooled = LinformerSelfAttention(C, H, max_positions=N, compressed_dim=K, projection_method="mean").double().eval()
+    for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+        getattr(pooled, name).load_state_dict(getattr(linear, name).state_dict())
+    x = torch.randn(N, 3, C, dtype=torch.float64)
+    if shared is not None:
+        shared.double()
+    torch.testing.assert_close(linear(x, x, x)[0], pooled(x, x, x)[0])
+
+
+def test_initialisation_through_the_model_and_its_errors():
+    model, _ = build_tiny_model(compressed_init="mean", compressed_dim=8)
+    weight = model.encoder.sentence_encoder.layers[1].self_attn.projection.weight
+    assert torch.equal(weight[:, :4].sum(1) > 0, torch.tensor([True] + [False] * 7 + [True] + [False] * 7))
+    torch.testing.assert_close(weight.sum(1), torch.ones(16))
+    shared = build_tiny_model(compressed_init="normal", compressed_sharing="layerwise")[0].encoder.sentence_encoder
+    assert shared.shared_projection.weight.std() < 0.03
+    with pytest.raises(LinformerConfigError, match="--compressed-init mean initialises learned projections, but max "
+                       "pooling has no parameters; drop --compressed-init"):
+        build_tiny_model(compressed_projection="max", compressed_init="mean")
+    with pytest.raises(LinformerConfigError, match="unknown projection initialisation 'orthogonal'; choose "
+                       "--compressed-init from xavier, normal, mean"):
+        LinformerOptions(max_positions=32, compressed_dim=8, init="orthogonal")
+    with pytest.raises(SystemExit):
+        parse(["--compressed-init", "orthogonal"])
+    assert parse(["--compressed-init", "mean"]).init == "mean" and parse([]).init is None
+
+
 # ----------------------------------------------------------------------------- the model
 
 

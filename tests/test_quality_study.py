@@ -25,7 +25,8 @@ def test_quality_study_cpu_smoke(data_bin, tmp_path):
                "--out", str(out), "--tiny", "--cpu", "--runs", "roberta", "linformer_k128",
                "--add-run", "mean_k128=--compressed-dim 128 --compressed-projection mean",
                "--max-update", "2", "--valid-interval", "1", "--log-interval", "1",
-               "--finetune-updates", "2", "--finetune-valid-interval", "1", "--jobs-per-gpu", "3"])
+               "--finetune-updates", "2", "--finetune-valid-interval", "1", "--finetune-seeds", "1", "2",
+               "--jobs-per-gpu", "3"])
     assert "failed: none" in log
     results = {r["name"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     assert set(results) == {"roberta", "linformer_k128", "mean_k128"}
@@ -33,9 +34,11 @@ def test_quality_study_cpu_smoke(data_bin, tmp_path):
         assert r["pretrain_rc"] == 0 and [c[0] for c in r["valid_curve"]] == [1, 2], name
         assert r["valid_ppl"] > 1 and r["params"] > 0
     assert results["linformer_k128"]["k"] == 16 and results["linformer_k128"]["n"] == 64  # tiny: n, k / 8
-    for name in ("roberta", "linformer_k128"):  # the n = 512 runs are fine-tuned, added runs are not
-        assert 0 <= results[name]["sst2_dev_acc"] <= 100 and 0 <= results[name]["sst2_test_acc"] <= 100
-    assert "sst2_dev_acc" not in results["mean_k128"]
+    for name, r in results.items():  # every n = 512 run fine-tuned once per seed; accuracies: their mean
+        assert [f["seed"] for f in r["sst2_runs"]] == [1, 2], name
+        assert r["sst2_test_acc"] == round(sum(f["test_acc"] for f in r["sst2_runs"]) / 2, 3)
+        assert 0 <= r["sst2_dev_acc"] <= 100 and 0 <= r["sst2_test_acc"] <= 100 and r["sst2_test_std"] >= 0
+        assert r["finetune_rc"] == 0 and "--seed 2" in (out / "logs" / f"{name}.sst2.seed2.log").read_text()
 
     # a study cut off before writing its results: rebuilt from the logs alone
     kept = (out / "results.jsonl").read_text()
@@ -45,7 +48,7 @@ def test_quality_study_cpu_smoke(data_bin, tmp_path):
     rebuilt = {r["name"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     original = {r["name"]: r for r in map(json.loads, kept.splitlines())}
     for name in ("roberta", "linformer_k128"):
-        for key in ("valid_curve", "valid_ppl", "sst2_dev_acc", "sst2_test_acc"):
+        for key in ("valid_curve", "valid_ppl", "sst2_dev_acc", "sst2_test_acc", "sst2_runs"):
             assert rebuilt[name][key] == original[name][key], (name, key)
 
     report = subprocess.run([sys.executable, os.path.join(SCRIPTS, "report_quality_study.py"),
@@ -54,3 +57,4 @@ def test_quality_study_cpu_smoke(data_bin, tmp_path):
     table = (tmp_path / "report" / "table.md").read_text()
     assert table == report.stdout.rstrip("\n") + "\n" or table in report.stdout
     assert "| roberta | 64 | full |" in table and "| linformer_k128 | 64 | 16 |" in table
+    assert "(2 seeds) |" in table

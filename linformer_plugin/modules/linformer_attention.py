@@ -65,6 +65,7 @@ class LinformerSelfAttention(nn.Module):
         projection_method: str = "linear",
         per_head: bool = False,
         per_head_order: Optional[str] = None,
+        projection_init: Optional[str] = None,
     ):
         super().__init__()
         if embed_dim % num_heads != 0:
@@ -92,7 +93,8 @@ class LinformerSelfAttention(nn.Module):
         if shared_projection is None:
             num_maps = 2 * num_heads if per_head else 1 if shared_kv else 2
             self.projection = build_projection(
-                projection_method, max_positions, compressed_dim, num_maps, freeze=freeze_projection
+                projection_method, max_positions, compressed_dim, num_maps, freeze=freeze_projection,
+                init=projection_init,
             )
         else:
             self._shared_projection = (shared_projection,)  # a tuple: not registered as a child

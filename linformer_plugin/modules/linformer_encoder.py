@@ -43,6 +43,7 @@ class LinformerEncoderLayer(TransformerEncoderLayer):
             qn_block_size=self.quant_noise_block_size,
             projection_method=options.projection,
             per_head=options.sharing == "none",
+            projection_init=options.init,
         )
 
 
@@ -69,7 +70,8 @@ class LinformerTransformerEncoder(TransformerEncoder):
         options = self.options
         if options.sharing == "layerwise" and self.shared_projection is None:
             self.shared_projection = build_projection(
-                options.projection, options.max_positions, options.compressed_dim, num_maps=1, freeze=options.freeze
+                options.projection, options.max_positions, options.compressed_dim, num_maps=1, freeze=options.freeze,
+                init=options.init,
             )
         # fairseq builds the layers in order, one call each
         compressed_dim = self._layer_dims[self._layers_built]

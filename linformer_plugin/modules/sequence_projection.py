@@ -30,6 +30,36 @@ def columns_per_sentence(weight: Tensor, padding_mask: Tensor, dtype: torch.dtyp
     return columns.view(*weight.shape[:-1], *padding_mask.shape) * keep.to(dtype)
 
 
+def init_projection(block: Tensor, method: Optional[str] = None):
+    """Initialise one map in place: a (k x n) linear E, or a (maps x s) block of conv kernels.
+
+    * ``xavier`` (default): xavier-uniform with gain 1/sqrt(2), as fairseq's reference writes it for
+      its compress_k / compress_v;
+    * ``normal``: N(0, 0.02), what the reference's projections actually start from (its RobertaModel
+      applies ``init_bert_params``, which re-initialises every ``nn.Linear``, compress_k included);
+    * ``mean``: row i of E averages the positions [floor(i n / k), floor((i + 1) n / k)) (a conv
+      kernel: every tap 1/s), so the projection starts as mean pooling over windows of ~n/k tokens.
+      Learned projections must otherwise discover locality from a random mix of all n positions;
+      mean pooling with the same k trained to a lower perplexity than the xavier start in our study
+      (docs/results.md), and this start keeps the freedom to learn any E.
+    """
+    method = method or "xavier"
+    with torch.no_grad():
+        if method == "xavier":
+            nn.init.xavier_uniform_(block, gain=1 / math.sqrt(2))
+        elif method == "normal":
+            block.normal_(mean=0.0, std=0.02)
+        elif method == "mean":
+            rows, n = block.shape
+            edges = [i * n // rows for i in range(rows + 1)]
+            block.zero_()
+            for i in range(rows):
+                block[i, edges[i]:edges[i + 1]] = 1.0 / (edges[i + 1] - edges[i])
+        else:
+            raise ValueError(f"unknown projection initialisation {method!r}; choose xavier, normal or mean")
+    return block
+
+
 class SequenceProjection(nn.Module):
     """``num_maps`` stacked (k x max_positions) matrices applied along the sequence axis.
 
@@ -40,19 +70,20 @@ class SequenceProjection(nn.Module):
     meets column t, so neither right nor left padding changes the result.
     """
 
-    def __init__(self, max_positions: int, compressed_dim: int, num_maps: int = 2, freeze: bool = False):
+    def __init__(self, max_positions: int, compressed_dim: int, num_maps: int = 2, freeze: bool = False,
+                 init: Optional[str] = None):
         super().__init__()
         self.max_positions = max_positions
         self.compressed_dim = compressed_dim
         self.num_maps = num_maps
+        self.init = init
         self.weight = nn.Parameter(torch.empty(num_maps * compressed_dim, max_positions))
         self.reset_parameters()
         self.weight.requires_grad_(not freeze)
 
     def reset_parameters(self):
-        # each map initialised as fairseq's reference initialises its compress_k / compress_v
-        for block in self.weight.data.split(self.compressed_dim):
-            nn.init.xavier_uniform_(block, gain=1 / math.sqrt(2))
+        for block in self.weight.data.split(self.compressed_dim):  # each map on its own
+            init_projection(block, self.init)
 
     def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None, maps: Optional[slice] = None) -> Tensor:
         """x: S x B x C (sequence first, as in fairseq); padding_mask: B x S, True at pads.
@@ -90,9 +121,9 @@ class WindowProjection(nn.Module):
       holds and a projection per head stays meaningful. It neither mixes channels (a
       ``Conv1d(C, C, s, stride=s)`` would be a full extra C x C layer per window, before k_proj,
       which is itself a C x C layer) nor has a kernel per channel; its cost is B n C
-      multiply-adds per map and its parameters ``num_maps x s``. Initialised like the linear
-      projection (xavier-uniform with gain 1/sqrt(2) on each block), which gives the projected
-      rows the same variance as the linear projection's.
+      multiply-adds per map and its parameters ``num_maps x s``. Initialised like one row of
+      the linear projection (``init_projection``: xavier-uniform with gain 1/sqrt(2) on each
+      (1 x s) block by default, which gives the projected rows the linear projection's variance).
     * ``mean`` / ``max``: pooling over each window, per channel; no parameters, one map that
       serves keys and values alike.
 
@@ -112,7 +143,7 @@ class WindowProjection(nn.Module):
     """
 
     def __init__(self, max_positions: int, compressed_dim: int, num_maps: int = 2, method: str = "conv",
-                 freeze: bool = False):
+                 freeze: bool = False, init: Optional[str] = None):
         super().__init__()
         if method not in WINDOW_METHOD_CODES:
             raise ValueError(f"unknown window projection {method!r}; choose one of {', '.join(WINDOW_METHOD_CODES)}")
@@ -126,6 +157,7 @@ class WindowProjection(nn.Module):
         self.stride = max_positions // compressed_dim
         self.method = method
         self.num_maps = num_maps if method == "conv" else 1
+        self.init = init
         if method == "conv":
             self.kernel = nn.Parameter(torch.empty(self.num_maps, self.stride))
             self.reset_parameters()
@@ -136,9 +168,8 @@ class WindowProjection(nn.Module):
 
     def reset_parameters(self):
         if self.kernel is not None:
-            # each (1 x s) block as xavier_uniform(gain 1/sqrt(2)): bound sqrt(3 / (s + 1))
-            bound = math.sqrt(3.0 / (self.stride + 1))
-            nn.init.uniform_(self.kernel, -bound, bound)
+            for kernel in self.kernel.data.split(1):  # each map a (1 x s) block, as one row of E
+                init_projection(kernel, self.init)
 
     def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None, maps: Optional[slice] = None):
         """x: S x B x C; padding_mask: B x S, True at pads.
@@ -209,8 +240,10 @@ def compact_tokens(x: Tensor, padding_mask: Tensor) -> Tuple[Tensor, Tensor]:
     return compact * valid[..., None].to(x.dtype), lengths
 
 
-def build_projection(method: str, max_positions: int, compressed_dim: int, num_maps: int, freeze: bool = False):
+def build_projection(method: str, max_positions: int, compressed_dim: int, num_maps: int, freeze: bool = False,
+                     init: Optional[str] = None):
     """A ``SequenceProjection`` (linear) or a ``WindowProjection`` (conv, mean, max)."""
     if method == "linear":
-        return SequenceProjection(max_positions, compressed_dim, num_maps=num_maps, freeze=freeze)
-    return WindowProjection(max_positions, compressed_dim, num_maps=num_maps, method=method, freeze=freeze)
+        return SequenceProjection(max_positions, compressed_dim, num_maps=num_maps, freeze=freeze, init=init)
+    return WindowProjection(max_positions, compressed_dim, num_maps=num_maps, method=method, freeze=freeze,
+                            init=init)
