@@ -12,8 +12,9 @@ same optimiser, schedule, dropout and seed; only the attention differs. Runs (``
   linformer_n1024_k256    n=1024, k=256
   linformer_n2048_k256    n=2048, k=256
 
-``--add-run NAME='FLAGS'`` adds a linformer run at n=512 with extra fairseq-train flags (e.g. a
-projection variant or ``--compressed-init mean``), fine-tuned like the others. Jobs run concurrently, ``--jobs-per-gpu`` per GPU over the GPUs in
+``--add-run NAME='FLAGS'`` adds a linformer run with extra fairseq-train flags (e.g. a projection
+variant or ``--compressed-init mean``; ``--compressed-dim K`` and ``--tokens-per-sample N`` set its k
+and n, default 128 and 512), fine-tuned like the others when n=512. Jobs run concurrently, ``--jobs-per-gpu`` per GPU over the GPUs in
 CUDA_VISIBLE_DEVICES (small models leave one GPU mostly idle). Each pretraining run's fine-tuning
 starts when it ends, once per ``--finetune-seeds`` seed (SST-2's test set has 872 sentences: one
 is 0.11 points, and seeds move accuracy by more than that). Results: OUT/results.jsonl (one line per run: validation curve, final
@@ -372,15 +373,24 @@ def parse_args(argv=None):
     return args
 
 
+def _take_int(flags, name, default):
+    """The value of ``name`` in an --add-run's flags (default if absent), and the flags without it."""
+    if name not in flags:
+        return default, flags
+    i = flags.index(name)
+    if i + 1 == len(flags) or not flags[i + 1].isdigit():
+        raise SystemExit(f"--add-run: {name} needs a positive integer")
+    return int(flags[i + 1]), flags[:i] + flags[i + 2:]
+
+
 def select_runs(args):
     runs = {r.name: r for r in RUNS}
     for spec in args.add_run:
         name, _, flags = spec.partition("=")
         flags = shlex.split(flags)
-        k = int(flags[flags.index("--compressed-dim") + 1]) if "--compressed-dim" in flags else 128
-        flags = [f for i, f in enumerate(flags) if f != "--compressed-dim" and
-                 (i == 0 or flags[i - 1] != "--compressed-dim")]
-        runs[name] = Run(name, k=k, flags=flags)
+        k, flags = _take_int(flags, "--compressed-dim", 128)
+        n, flags = _take_int(flags, "--tokens-per-sample", 512)  # the run's n (batch = --tokens // n)
+        runs[name] = Run(name, n=n, k=k, flags=flags, finetune=n == 512)
         if name not in args.runs:
             args.runs.append(name)
     unknown = [name for name in args.runs if name not in runs]

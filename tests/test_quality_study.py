@@ -7,11 +7,28 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, run
 from linformer_plugin.data.classification import prepare_classification_data
 
 SCRIPTS = os.path.join(REPO, "scripts")
 SST2 = os.path.join(REPO, "tests", "data", "sst2_tiny")
+
+
+def test_added_runs_take_their_k_and_n():
+    sys.path.insert(0, SCRIPTS)
+    import quality_study
+
+    args = quality_study.parse_args(["--data", ".", "--out", ".", "--cpu", "--runs", "roberta", "--add-run",
+                                     "a=--compressed-init mean", "--add-run",
+                                     "b=--compressed-dim 256 --tokens-per-sample 2048 --compressed-init mean"])
+    runs = {r.name: r for r in quality_study.select_runs(args)}
+    assert (runs["a"].n, runs["a"].k, runs["a"].flags, runs["a"].finetune) == (512, 128, ["--compressed-init", "mean"], True)
+    assert (runs["b"].n, runs["b"].k, runs["b"].flags, runs["b"].finetune) == (2048, 256, ["--compressed-init", "mean"], False)
+    args = quality_study.parse_args(["--data", ".", "--out", ".", "--cpu", "--add-run", "c=--tokens-per-sample"])
+    with pytest.raises(SystemExit, match="--tokens-per-sample needs a positive integer"):
+        quality_study.select_runs(args)
 
 
 def test_quality_study_cpu_smoke(data_bin, tmp_path):
