@@ -424,11 +424,12 @@ def parse_args(argv=None):
     p.add_argument("--bench-break-modes", nargs="+", default=["complete_doc"], choices=["complete_doc", "none"],
                    help="--sample-break-mode of the benchmark runs; none: every sample n tokens long "
                         "(default: complete_doc)")
-    p.add_argument("--roberta-updates", type=int, default=600, help="without --roberta-checkpoint")
-    p.add_argument("--roberta-lr", type=float, default=1e-3)
+    p.add_argument("--roberta-updates", type=int, default=700, help="without --roberta-checkpoint")
+    p.add_argument("--roberta-lr", type=float, default=5e-4)
     p.add_argument("--mlm-updates", type=int, default=200, help="masked-LM updates at N after conversion (0: none)")
     p.add_argument("--mlm-lr", type=float, default=2e-4)
-    p.add_argument("--ft-updates", type=int, default=200, help="fine-tuning updates (1,380 windows: 86 a pass)")
+    p.add_argument("--ft-updates", type=int, default=400, help="fine-tuning updates (1,380 windows: 86 a pass; "
+                   "200 were too few in call A of docs/long_sequences.md)")
     p.add_argument("--ft-lr", type=float, default=1e-4)
     p.add_argument("--ft-batch-size", type=int, default=8)
     p.add_argument("--ft-update-freq", type=int, default=2)
@@ -438,7 +439,7 @@ def parse_args(argv=None):
     p.add_argument("--parallel", type=int, default=5, help="fine-tuning runs at once (one GPU)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--log-interval", type=int, default=20)
-    p.add_argument("--num-workers", type=int, default=2, help="data loader processes per run")
+    p.add_argument("--num-workers", type=int, default=4, help="data loader processes per run")
     p.add_argument("--job-timeout", type=int, default=420, help="seconds per subprocess")
     p.add_argument("--deadline", type=int, default=540,
                    help="seconds from the start: later runs are skipped, running ones stopped, so that the "

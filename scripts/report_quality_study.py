@@ -70,10 +70,10 @@ def table(records):
 def plot(records, out_dir):
     import logging
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # before its import logs at DEBUG
     import matplotlib
 
     matplotlib.use("Agg")
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
