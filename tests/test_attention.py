@@ -174,3 +174,74 @@ def test_long_queries_split_into_chunks_stay_exact():
     (g_chunked,) = torch.autograd.grad(out, x, grad)
     (g_explicit,) = torch.autograd.grad(explicit, x, grad)
     torch.testing.assert_close(g_chunked, g_explicit, rtol=1e-9, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- the padded projection
+
+
+def padded_case(S=12, B=3, channels=5, n=16, k=8, dtype=torch.float64):
+    """A right-padded, a left-padded and an interior-padded sentence."""
+    torch.manual_seed(0)
+    proj = SequenceProjection(n, k, num_maps=2).to(dtype)
+    x = torch.randn(S, B, channels, dtype=dtype, requires_grad=True)
+    mask = torch.zeros(B, S, dtype=torch.bool)
+    mask[0, 9:], mask[1, :4], mask[2, 2] = True, True, True
+    return proj, x, mask
+
+
+def per_sentence_product(weight, x, mask):
+    """E X sentence by sentence: real token number p meets column p, pads meet nothing."""
+    out = []
+    for b in range(x.size(1)):
+        real = x[~mask[b], b]
+        out.append(weight[:, :real.size(0)] @ real)
+    return torch.stack(out, dim=1)
+
+
+@pytest.mark.parametrize("maps", [None, slice(0, 8), slice(8, 16)])
+def test_padded_projection_and_its_gradients_are_exact(maps):
+    from linformer_plugin.modules.sequence_projection import _PaddedSequenceProjection
+
+    proj, x, mask = padded_case()
+    weight = proj.weight if maps is None else proj.weight[maps]
+    out = proj(x, mask, maps)
+    expected = per_sentence_product(weight, x, mask)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad((out * grad).sum(), [proj.weight, x])
+    want = torch.autograd.grad((expected * grad).sum(), [proj.weight, x])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-12)
+    w = proj.weight.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda w, x: _PaddedSequenceProjection.apply(w, x, mask), (w, x))
+
+
+def test_padded_projection_keeps_no_per_sentence_columns_for_the_backward():
+    """The (rows x B x S) columns are gathered again in the backward, not stored: what the forward
+    keeps is E, X (the layer's input, kept by q_proj anyway) and the mask."""
+    proj, x, mask = padded_case(S=64, B=4, channels=8, n=64, k=32)  # rows x B x S = 8x the size of X
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = proj(x, mask)
+    out.sum().backward()  # and the backward still works from what was kept
+    assert max(t.numel() for t in saved) == proj.weight.numel()  # E (64 x 64); X is 2,048, columns 16,384
+    assert not any(t.shape == (64, 4, 64) for t in saved)
+
+
+def test_padded_projection_under_autocast():
+    proj, x, mask = padded_case(dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = proj(x, mask)
+    assert out.dtype == torch.bfloat16  # as bmm under autocast
+    out.float().sum().backward()
+    assert proj.weight.grad.dtype == torch.float32 and x.grad.dtype == torch.float32
+    weight, x32 = proj.weight.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()
+    per_sentence_product(weight, x32, mask).sum().backward()
+    # bfloat16 keeps 8 bits: sums of a few products of O(1) values are good to ~0.03
+    torch.testing.assert_close(proj.weight.grad, weight.grad, rtol=2e-2, atol=5e-2)
+    torch.testing.assert_close(x.grad, x32.grad, rtol=2e-2, atol=5e-2)

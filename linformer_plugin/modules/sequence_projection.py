@@ -20,11 +20,75 @@ def check_sequence_length(seq_len: int, max_positions: int):
         )
 
 
+def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The dtype autocast computes matmuls in on this device type, None where it is off."""
+    try:
+        if torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+        return None
+    except (TypeError, AttributeError):  # torch < 2.4: one function per device type
+        if device_type == "cuda" and torch.is_autocast_enabled():
+            return torch.get_autocast_gpu_dtype()
+        if device_type == "cpu" and torch.is_autocast_cpu_enabled():
+            return torch.get_autocast_cpu_dtype()
+        return None
+
+
+class _PaddedSequenceProjection(torch.autograd.Function):
+    """E X for a padded batch, each sentence meeting E's columns of its real tokens' positions.
+
+    The same as ``bmm(columns_per_sentence(E), X)``, but the per-sentence columns (rows x B x S, as
+    large as X itself when 2k = C) are not kept for the backward: they are gathered again there, a
+    cheap index_select, instead of holding one more activation per layer. X is kept, but it is the
+    layer's input, which k_proj/q_proj keep anyway. Under autocast the products run in autocast's
+    dtype, as ``bmm`` would.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, x: Tensor, padding_mask: Tensor) -> Tensor:
+        device_type = x.device.type
+        dtype = autocast_dtype(device_type) or x.dtype
+        with torch.autocast(device_type, enabled=False):
+            per_sentence = columns_per_sentence(weight, padding_mask, dtype)  # rows x B x S
+            projected = torch.bmm(per_sentence.transpose(0, 1), x.to(dtype).transpose(0, 1))  # B x rows x C
+        ctx.save_for_backward(weight, x, padding_mask)
+        ctx.dtype = dtype
+        return projected.transpose(0, 1)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        weight, x, padding_mask = ctx.saved_tensors
+        dtype = ctx.dtype
+        grad_weight = grad_x = None
+        with torch.autocast(x.device.type, enabled=False):
+            grad = grad_output.to(dtype).transpose(0, 1)  # B x rows x C
+            if ctx.needs_input_grad[1]:
+                per_sentence = columns_per_sentence(weight, padding_mask, dtype)  # gathered again
+                grad_x = torch.bmm(per_sentence.permute(1, 2, 0), grad).transpose(0, 1).to(x.dtype)  # S x B x C
+            if ctx.needs_input_grad[0]:
+                positions, keep = sentence_positions(padding_mask)
+                grad_columns = torch.bmm(grad, x.to(dtype).permute(1, 2, 0)) * keep[:, None, :].to(dtype)  # B x rows x S
+                rows = weight.size(0)
+                # summed over the batch's tokens in at least fp32, whatever the training precision
+                accumulate = torch.promote_types(dtype, torch.float32)
+                grad_weight = torch.zeros(weight.shape, dtype=accumulate, device=weight.device)
+                grad_weight.index_add_(1, positions.flatten(),
+                                       grad_columns.transpose(0, 1).reshape(rows, -1).to(accumulate))
+                grad_weight = grad_weight.to(weight.dtype)
+        return grad_weight, grad_x, None
+
+
+def sentence_positions(padding_mask: Tensor) -> Tuple[Tensor, Tensor]:
+    """padding_mask B x S (True at pads) -> (each token's position among its sentence's real
+    tokens, as fairseq's positional embeddings count, 0 at pads; the real-token mask)."""
+    keep = ~padding_mask
+    return (keep.cumsum(dim=1) - 1).clamp_(min=0), keep
+
+
 def columns_per_sentence(weight: Tensor, padding_mask: Tensor, dtype: torch.dtype) -> Tensor:
     """weight (..., n) -> (..., B, S): for each sentence, the column of each real token's position
     among the real tokens of its sentence (as fairseq's positional embeddings count), zero at pads."""
-    keep = ~padding_mask
-    positions = (keep.cumsum(dim=1) - 1).clamp_(min=0)  # B x S
+    positions, keep = sentence_positions(padding_mask)  # B x S
     # index_select: its backward is one index_add_ (no sort, unlike advanced indexing's)
     columns = weight.to(dtype).index_select(weight.dim() - 1, positions.flatten())
     return columns.view(*weight.shape[:-1], *padding_mask.shape) * keep.to(dtype)
@@ -97,9 +161,7 @@ class SequenceProjection(nn.Module):
             # one GEMM over all sentences: (rows x S) @ (S x B*C), no transposes
             projected = weight[:, :seq_len].to(x.dtype) @ x.reshape(seq_len, bsz * channels)
             return projected.view(-1, bsz, channels)
-        per_sentence = columns_per_sentence(weight, padding_mask, x.dtype)  # rows x B x S
-        projected = torch.bmm(per_sentence.transpose(0, 1), x.transpose(0, 1))  # B x rows x C
-        return projected.transpose(0, 1)
+        return _PaddedSequenceProjection.apply(weight, x, padding_mask)
 
     def extra_repr(self) -> str:
         return (
