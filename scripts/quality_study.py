@@ -11,6 +11,8 @@ same optimiser, schedule, dropout and seed; only the attention differs. Runs (``
   linformer_k128_layerwise one map for the whole model
   linformer_n1024_k256    n=1024, k=256
   linformer_n2048_k256    n=2048, k=256
+  linformer_k128_normalinit  E, F starting N(0, 0.02) (--compressed-init normal)
+  linformer_*_meaninit    each of the grid's runs with E, F starting as mean pooling (--compressed-init mean)
 
 ``--add-run NAME='FLAGS'`` adds a linformer run with extra fairseq-train flags (e.g. a projection
 variant or ``--compressed-init mean``; ``--compressed-dim K`` and ``--tokens-per-sample N`` set its k
@@ -69,16 +71,24 @@ class Run:
         return self.k is not None
 
 
-RUNS = [
-    Run("roberta"),
-    Run("linformer_k64", k=64),
-    Run("linformer_k128", k=128),
-    Run("linformer_k256", k=256),
-    Run("linformer_k128_kv", k=128, flags=["--shared-kv-compressed", "1"]),
-    Run("linformer_k128_layerwise", k=128, flags=["--shared-layer-kv-compressed", "1"]),
-    Run("linformer_n1024_k256", n=1024, k=256, finetune=False),
-    Run("linformer_n2048_k256", n=2048, k=256, finetune=False),
+# the paper's grid: (name, n, k, sharing flags)
+GRID = [
+    ("k64", 512, 64, []),
+    ("k128", 512, 128, []),
+    ("k256", 512, 256, []),
+    ("k128_kv", 512, 128, ["--shared-kv-compressed", "1"]),
+    ("k128_layerwise", 512, 128, ["--shared-layer-kv-compressed", "1"]),
+    ("n1024_k256", 1024, 256, []),
+    ("n2048_k256", 2048, 256, []),
 ]
+RUNS = (
+    [Run("roberta")]
+    + [Run(f"linformer_{name}", n=n, k=k, flags=flags, finetune=n == 512) for name, n, k, flags in GRID]
+    # how E and F start (docs/results.md, runs 4-6): the reference's effective N(0, 0.02), and mean pooling
+    + [Run("linformer_k128_normalinit", k=128, flags=["--compressed-init", "normal"])]
+    + [Run(f"linformer_{name}_meaninit", n=n, k=k, flags=flags + ["--compressed-init", "mean"], finetune=n == 512)
+       for name, n, k, flags in GRID]
+)
 
 def _float(value):
     try:
@@ -339,7 +349,7 @@ def parse_args(argv=None):
                    help="an extra linformer run at n=512: NAME='--compressed-dim 128 --other flags'")
     p.add_argument("--max-update", type=int, default=1500)
     p.add_argument("--tokens", type=int, default=32768, help="tokens per update (batch = tokens // n)")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=5e-4, help="pretraining peak lr (1e-3 made n=2048 diverge)")
     p.add_argument("--valid-interval", type=int, default=100, help="validate every this many updates")
     p.add_argument("--log-interval", type=int, default=50)
     p.add_argument("--finetune-updates", type=int, default=3800, help="SST-2 updates (batch 32; 0: skip)")
