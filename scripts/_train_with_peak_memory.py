@@ -10,6 +10,10 @@ Two changes to fairseq's behaviour, both for benchmarking:
   batch, the run would spin through its whole epoch without ever updating;
 - with BENCH_WRAP_TOKEN_IDS=1, dummy_masked_lm's token ids are wrapped into its dictionary, so
   that --dict-size need not grow with --tokens-per-sample (see benchmark_train.py --fixed-vocab).
+
+With BENCH_MEMORY_SNAPSHOT=PATH (CUDA only) it also records the allocator's history with Python
+stacks (the last BENCH_MEMORY_SNAPSHOT_ENTRIES events, default 100,000: a few updates' worth) and
+writes it to PATH at exit, for ``scripts/memory_at_peak.py`` or PyTorch's memory_viz.
 """
 
 import atexit
@@ -34,6 +38,22 @@ def report_peak_memory():
             print(f"PEAK_GPU_MEMORY_RESERVED_MIB={torch.cuda.max_memory_reserved() / 2**20:.1f}", flush=True)
     except Exception as exc:  # noqa: BLE001  (reporting must never mask the run's own error)
         print(f"PEAK_GPU_MEMORY_ERROR={exc!r}", flush=True)
+
+
+def record_memory_history(path):
+    import torch
+
+    if not torch.cuda.is_available():
+        print("BENCH_MEMORY_SNAPSHOT ignored: no CUDA device", flush=True)
+        return
+    entries = int(os.environ.get("BENCH_MEMORY_SNAPSHOT_ENTRIES", "100000"))
+    torch.cuda.memory._record_memory_history(max_entries=entries, stacks="python")
+
+    def dump():
+        torch.cuda.memory._dump_snapshot(path)
+        print(f"MEMORY_SNAPSHOT={path}", flush=True)
+
+    atexit.register(dump)
 
 
 def keep_peak_across_resets():
@@ -88,6 +108,8 @@ def main():
 
     keep_peak_across_resets()
     raise_oom_in_train_step()
+    if os.environ.get("BENCH_MEMORY_SNAPSHOT"):
+        record_memory_history(os.environ["BENCH_MEMORY_SNAPSHOT"])
     if os.environ.get("BENCH_WRAP_TOKEN_IDS") == "1":
         wrap_dummy_token_ids()
     sys.argv = ["fairseq-train"] + sys.argv[1:]

@@ -7,6 +7,7 @@ files are written; the real runs (GPU, default sizes) are too long for the test 
 import importlib.util
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -124,3 +125,41 @@ def test_benchmark_train_parses_fairseq_output():
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_memory_at_peak_replays_a_snapshot_to_its_peak(tmp_path):
+    """A synthetic allocator trace (the format of torch.cuda.memory._dump_snapshot): the peak is the
+    highest live total, and its blocks are named by our frame, else fairseq's, else the innermost."""
+    mib = 2**20
+
+    def frames(*files):
+        return [{"filename": f, "line": i + 1, "name": f"f{i}"} for i, f in enumerate(files)]
+
+    ours = frames("/x/torch/nn/functional.py", "/x/linformer_plugin/modules/sequence_projection.py", "/x/fairseq/y.py")
+    theirs = frames("/x/torch/a.py", "/x/fairseq/modules/multihead_attention.py")
+    other = frames("/x/torch/autograd.py")
+    events = [
+        {"action": "free_completed", "addr": 99, "size": 5 * mib},  # allocated before the window: ignored
+        {"action": "alloc", "addr": 1, "size": 64 * mib, "frames": ours},
+        {"action": "alloc", "addr": 2, "size": 32 * mib, "frames": theirs},
+        {"action": "alloc", "addr": 3, "size": 8 * mib, "frames": other},
+        {"action": "free_requested", "addr": 3, "size": 8 * mib},
+        {"action": "free_completed", "addr": 3, "size": 8 * mib},
+        {"action": "alloc", "addr": 4, "size": 16 * mib, "frames": ours},  # 64 + 32 + 16 = 112 live
+        {"action": "free_completed", "addr": 1, "size": 64 * mib},
+        {"action": "alloc", "addr": 5, "size": 70 * mib, "frames": other},  # 32 + 16 + 70 = 118: the peak
+    ]
+    path = tmp_path / "snap.pickle"
+    path.write_bytes(pickle.dumps({"segments": [], "device_traces": [events]}))
+    out = subprocess.run([sys.executable, os.path.join(SCRIPTS, "memory_at_peak.py"), str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "peak of what they allocate: 118.0 MiB" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "MiB" not in line]
+    assert rows == ["| 70.0 | 1 | /x/torch/autograd.py:1 f0 |",
+                    "| 32.0 | 1 | fairseq/modules/multihead_attention.py:2 f1 |",
+                    "| 16.0 | 1 | linformer_plugin/modules/sequence_projection.py:2 f1 |"]
+    bad = tmp_path / "bad.pickle"
+    bad.write_bytes(pickle.dumps({"segments": []}))
+    proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, "memory_at_peak.py"), str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "is not a CUDA memory snapshot (no device_traces)" in proc.stderr

@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""What holds GPU memory at the peak of a run: a CUDA allocator snapshot replayed to its peak.
+
+    BENCH_MEMORY_SNAPSHOT=lin.pickle python scripts/_train_with_peak_memory.py DATA ... --max-update 3
+    python scripts/memory_at_peak.py lin.pickle [--top 25]
+
+The snapshot (``torch.cuda.memory._dump_snapshot``) keeps the last N allocator events. Replaying
+them gives the bytes allocated *within that window* and still live, at each event; at the highest
+point the live blocks are grouped by the code that allocated them: the innermost stack frame in
+linformer_plugin, else in fairseq, else the innermost frame at all. Memory allocated before the
+window (parameters, optimizer state) is not in the replay, so the numbers are what a step adds:
+activations, kept tensors and temporaries, which is what differs between two attention variants.
+"""
+
+import argparse
+import pickle
+from collections import defaultdict
+
+OURS, FAIRSEQ = "linformer_plugin", "fairseq"
+
+
+def site(frames):
+    """file:line function of the frame that best names who allocated (frames: innermost first)."""
+    def fmt(f):
+        name = f.get("filename", "?").split("site-packages/")[-1]
+        for marker in (OURS + "/", FAIRSEQ + "/"):  # a repository checkout: from the package on
+            if marker in name:
+                name = name[name.index(marker):]
+                break
+        return f"{name}:{f.get('line', 0)} {f.get('name', '?')}"
+
+    for marker in (OURS, FAIRSEQ):
+        for frame in frames:
+            if marker in frame.get("filename", "") and "_train_with_peak_memory" not in frame.get("filename", ""):
+                return fmt(frame)
+    return fmt(frames[0]) if frames else "(no stack)"
+
+
+def replay(events):
+    """(peak bytes, live blocks at the peak {addr: (size, frames)}) of one device's trace."""
+    live, total, peak, at_peak = {}, 0, 0, {}
+    for event in events:
+        action = event["action"]
+        if action == "alloc":
+            live[event["addr"]] = (event["size"], event.get("frames") or [])
+            total += event["size"]
+            if total > peak:
+                peak, at_peak = total, dict(live)
+        elif action == "free_completed" and event["addr"] in live:
+            total -= live.pop(event["addr"])[0]
+    return peak, at_peak
+
+
+def summarize(snapshot, top=25):
+    lines = []
+    for device, events in enumerate(snapshot.get("device_traces", [])):
+        if not events:
+            continue
+        peak, blocks = replay(events)
+        by_site = defaultdict(lambda: [0, 0])
+        for size, frames in blocks.values():
+            entry = by_site[site(frames)]
+            entry[0] += size
+            entry[1] += 1
+        lines.append(f"device {device}: {len(events)} events; peak of what they allocate: {peak / 2**20:.1f} MiB")
+        lines.append("| MiB | blocks | allocated at |")
+        lines.append("|---|---|---|")
+        for name, (size, count) in sorted(by_site.items(), key=lambda kv: -kv[1][0])[:top]:
+            lines.append(f"| {size / 2**20:.1f} | {count} | {name} |")
+    return "\n".join(lines) if lines else "no allocator events in this snapshot"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("snapshot", help="a pickle from torch.cuda.memory._dump_snapshot")
+    p.add_argument("--top", type=int, default=25, help="how many allocation sites to list")
+    args = p.parse_args(argv)
+    try:
+        with open(args.snapshot, "rb") as f:
+            snapshot = pickle.load(f)  # noqa: S301  (a file the user made with _dump_snapshot)
+    except (OSError, pickle.UnpicklingError, EOFError) as exc:
+        raise SystemExit(f"cannot read {args.snapshot} as a CUDA memory snapshot: {exc}")
+    if not isinstance(snapshot, dict) or "device_traces" not in snapshot:
+        raise SystemExit(f"{args.snapshot} is not a CUDA memory snapshot (no device_traces); make one with "
+                         "BENCH_MEMORY_SNAPSHOT=PATH python scripts/_train_with_peak_memory.py ...")
+    print(summarize(snapshot, args.top))
+
+
+if __name__ == "__main__":
+    main()
