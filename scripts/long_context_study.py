@@ -365,7 +365,8 @@ def summary(records, manifest):
         ex = manifest["examples"]
         setup = (f" at the last update ({fts[0]['max_update']} updates, batch {fts[0]['batch_size']}, "
                  f"lr {fts[0]['lr']}), mean over seeds; per seed in brackets" if fts else "")
-        lines += ["## Long-document classification (" + " vs ".join(manifest["labels"]) + ")", "",
+        task = "" if manifest.get("task", "collection") == "collection" else "continuation task: "
+        lines += ["## Long-document classification (" + task + " vs ".join(manifest["labels"]) + ")", "",
                   "Examples per class: " + "; ".join(f"{split} {next(iter(e['per_class'].values()))}"
                                                      for split, e in ex.items())
                   + f". Accuracy (%){setup}. naive Bayes: bag of pieces, trained on the same train set.", "",

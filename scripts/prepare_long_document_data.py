@@ -14,7 +14,10 @@ starts; windows shorter than --min-tokens (short documents, tails) are dropped. 
 balanced by sampling the larger classes down (--seed), then written as tsv files (destdir/tsv/) and
 binarized with the pretraining sentencepiece model and dictionary twice: destdir/bin/window-N at full
 length and destdir/bin/truncated-T with the same examples cut to their first T tokens.
-destdir/long_documents.json lists the options and the windows per split and class. Then:
+destdir/long_documents.json lists the options and the windows per split and class. With --task
+continuation the label says instead whether a window's second half continues its first half (same)
+or comes from another document of its collection (other): a task its first 512 tokens cannot
+decide. Then:
 
     fairseq-train long-docs/bin/window-4096 --task sentence_prediction --num-classes 2 \\
         --max-positions 4096 --init-token 0 --separator-token 2 ...
@@ -27,7 +30,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from linformer_plugin.data.common import (  # noqa: E402
     DataPrepError, PreprocessError, add_pretraining_vocab_args, resolve_pretraining_vocab)
-from linformer_plugin.data.long_documents import prepare_long_document_data  # noqa: E402
+from linformer_plugin.data.long_documents import TASKS, prepare_long_document_data  # noqa: E402
 
 
 def main(argv=None):
@@ -47,6 +50,11 @@ def main(argv=None):
                         help="drop windows shorter than this: short documents and tails (default 1024)")
     parser.add_argument("--max-windows-per-class", type=int,
                         help="at most this many windows per class in each split, sampled (default: all)")
+    parser.add_argument("--task", choices=TASKS, default="collection",
+                        help="collection (default): the label is the window's collection; continuation: a "
+                        "window's first half followed by its own second half (same) or by another document's "
+                        "of the same collection (other), joined past --truncate-tokens, so that the truncated "
+                        "variant cannot tell them apart (needs --min-tokens >= 2 x --truncate-tokens)")
     parser.add_argument("--seed", type=int, default=1, help="for balancing the classes (default 1)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="fairseq-preprocess processes (default: cores, at most 8)")
@@ -60,7 +68,7 @@ def main(argv=None):
         manifest = prepare_long_document_data(
             args.destdir, collections, spm_model=args.spm_model, dictionary=args.dict,
             window_tokens=args.window_tokens, truncate_tokens=args.truncate_tokens, min_tokens=args.min_tokens,
-            seed=args.seed, max_windows_per_class=args.max_windows_per_class, workers=args.workers,
+            seed=args.seed, max_windows_per_class=args.max_windows_per_class, task=args.task, workers=args.workers,
             keep_tsv=not args.no_tsv, force=args.force)
     except (DataPrepError, PreprocessError, FileExistsError) as e:
         parser.exit(1, f"{parser.prog}: error: {e}\n")

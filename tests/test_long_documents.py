@@ -10,9 +10,9 @@ import pytest
 
 from conftest import QUICKSTART_DATA, REPO, run
 from linformer_plugin.data.common import DataPrepError
-from linformer_plugin.data.long_documents import (WORD_START, build_examples, cut_windows, encode_documents,
-                                                  load_manifest, parse_collections, prefix_end,
-                                                  prepare_long_document_data)
+from linformer_plugin.data.long_documents import (OTHER, SAME, WORD_START, build_examples, continuation_examples,
+                                                  cut_windows, encode_documents, load_manifest, parse_collections,
+                                                  prefix_end, prepare_long_document_data)
 
 WINDOW, TRUNCATE, MIN = 128, 32, 64
 CAP = 40  # windows per class and split: small evaluation sets keep the study's smoke run short
@@ -141,6 +141,62 @@ def test_same_inputs_same_examples(collections, data_bin, long_docs):
     assert other_rows["window"]["train"] != capped_rows["window"]["train"]  # the seed picks them
 
 
+def _synthetic_windows(docs, windows_per_doc, length):
+    """Windows whose pieces say where they come from: "▁c{collection}d{doc}w{window}p{piece}"; every
+    third piece continues a word (no ▁), so cuts must look for word starts."""
+    balanced = {}
+    for c in ("a", "b"):
+        balanced[c] = [{"label": c, "doc": d, "pieces": " ".join(
+            ("" if p % 3 == 2 else WORD_START) + f"{c}d{d}w{w}p{p}" for p in range(length))}
+            for d in range(docs) for w in range(windows_per_doc)]
+    return balanced
+
+
+def test_continuation_examples_join_halves_past_the_truncation():
+    balanced = _synthetic_windows(docs=5, windows_per_doc=3, length=100)
+    out = continuation_examples(balanced, "train", seed=1, min_split_pieces=30, max_pieces=110)
+    assert len(out[SAME]) + len(out[OTHER]) == 30 and abs(len(out[SAME]) - len(out[OTHER])) <= 1
+    originals = {w["pieces"] for windows in balanced.values() for w in windows}
+    for example in out[SAME]:
+        assert example["pieces"] in originals  # a whole window, as it was
+    for example in out[OTHER]:
+        pieces = example["pieces"].split(" ")
+        sources = [p.lstrip(WORD_START).split("w")[0] for p in pieces]  # "a" + "d3"
+        cut = next(i for i, s in enumerate(sources) if s != sources[0])
+        assert set(sources[cut:]) == {sources[cut]} and sources[cut][0] == sources[0][0]  # same collection
+        assert sources[cut] != sources[0]  # another document
+        assert cut >= 30 and pieces[cut].startswith(WORD_START) and len(pieces) <= 110
+        assert " ".join(pieces[:cut]) in {w[:len(" ".join(pieces[:cut]))] for w in originals}
+    assert continuation_examples(balanced, "train", 1, 30, 110) == out  # seeded
+    assert continuation_examples(balanced, "train", 2, 30, 110) != out
+    with pytest.raises(DataPrepError, match="collection 'a': the continuation task needs windows of at least two "
+                       "documents"):
+        continuation_examples(_synthetic_windows(docs=1, windows_per_doc=4, length=100), "valid", 1, 30, 110)
+
+
+def test_continuation_task_on_real_text(collections, data_bin):
+    """Through build_examples: labels same/other, and the truncated variant holds exactly the prefixes
+    the collection task's truncated variant holds: under either label, the first T tokens are the
+    beginning of a real window, so they cannot tell the labels apart."""
+    options = dict(spm_model=os.path.join(data_bin, "sentencepiece.bpe.model"),
+                   dictionary=os.path.join(data_bin, "dict.txt"), window_tokens=WINDOW, truncate_tokens=TRUNCATE,
+                   min_tokens=MIN, seed=3, max_windows_per_class=CAP, log=None)
+    manifest, rows = build_examples({"train": collections["train"]}, task="continuation", **options)
+    assert manifest["labels"] == [OTHER, SAME] and manifest["task"] == "continuation"
+    per_class = manifest["examples"]["train"]["per_class"]
+    assert abs(per_class[SAME] - per_class[OTHER]) <= 1 and sum(per_class.values()) == 2 * CAP
+    _, by_collection = build_examples({"train": collections["train"]}, **options)
+    assert sorted(t for t, _ in rows["truncated"]["train"]) == sorted(t for t, _ in by_collection["truncated"]["train"])
+    same = {t for t, label in rows["window"]["train"] if label == SAME}
+    assert same <= {t for t, _ in by_collection["window"]["train"]}  # whole windows
+    assert not {t for t, label in rows["window"]["train"] if label == OTHER} & same
+    with pytest.raises(DataPrepError, match=f"windows need at least {2 * 40} tokens: raise --min-tokens \\(now 64\\)"):
+        build_examples({"train": collections["train"]}, task="continuation",
+                       **{**options, "truncate_tokens": 40, "min_tokens": 64})
+    with pytest.raises(DataPrepError, match="unknown task 'topic'"):
+        build_examples({"train": collections["train"]}, task="topic", **options)
+
+
 def _prepare(tmp_path, data_bin, collections, **kwargs):
     options = dict(spm_model=os.path.join(data_bin, "sentencepiece.bpe.model"),
                    dictionary=os.path.join(data_bin, "dict.txt"), window_tokens=WINDOW, truncate_tokens=TRUNCATE,
@@ -163,6 +219,14 @@ def test_bad_collections(collections, data_bin, tmp_path, change, message):
     with pytest.raises(DataPrepError, match=message):
         _prepare(tmp_path, data_bin, change(collections))
     assert not (tmp_path / "out").exists()
+
+
+def test_continuation_data_bins(collections, data_bin, tmp_path):
+    manifest = _prepare(tmp_path, data_bin, {"train": collections["train"], "valid": collections["valid"]},
+                        task="continuation", max_windows_per_class=8)
+    for variant in manifest["variants"].values():
+        assert variant["num_classes"] == 2 and sorted(variant["class_labels"]) == [OTHER, SAME]
+    assert load_manifest(str(tmp_path / "out"))["task"] == "continuation"
 
 
 def test_bad_lengths_and_empty_collections(collections, data_bin, tmp_path):

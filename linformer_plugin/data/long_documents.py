@@ -22,6 +22,14 @@ what the model can see.
 
 Splits are the corpus's own (by document): a file may serve one split and one class only.
 ``.xz``, ``.gz`` and ``.bz2`` inputs are read compressed.
+
+``task="continuation"`` (``--task continuation``) makes a task that the first T tokens cannot
+decide: from the same balanced windows, each example is a window's first half followed either by
+its own second half (label ``same``) or by the second half of a window of *another document of the
+same collection* (label ``other``), half of each, seeded. The halves meet at a word start past
+token T, so the truncated variant sees only the first half: the same kind of text under both
+labels, chance by construction. Telling the labels apart means comparing the two halves (does the
+text go on with the same subject?), which only a model that sees past token T can do.
 """
 
 import bz2
@@ -43,6 +51,8 @@ SPLITS = ("train", "valid", "test")
 SPECIAL_TOKENS = 2  # <s> (--init-token) and </s> (fairseq-preprocess's end of line)
 WORD_START = "\u2581"  # sentencepiece's "▁"
 MANIFEST = "long_documents.json"
+TASKS = ("collection", "continuation")
+SAME, OTHER = "same", "other"  # the continuation task's labels
 # inputs (file bytes, compressed if so) at least this large print percentage lines while encoded
 PROGRESS_MIN_BYTES = 4 << 20
 ENCODE_BATCH = 2000
@@ -251,13 +261,65 @@ def balance(windows_by_label: Dict[str, List[dict]], split: str, seed: int,
     return balanced
 
 
+def _half_way_word_start(pieces: List[str], lowest: int) -> Optional[int]:
+    """The word start nearest the middle of ``pieces`` at or past ``lowest`` (None if there is none)."""
+    middle = max(len(pieces) // 2, lowest)
+    for cut in list(range(middle, lowest - 1, -1)) + list(range(middle + 1, len(pieces))):
+        if 0 < cut < len(pieces) and pieces[cut].startswith(WORD_START):
+            return cut
+    return None
+
+
+def continuation_examples(balanced: Dict[str, List[dict]], split: str, seed: int, min_split_pieces: int,
+                          max_pieces: int) -> Dict[str, List[dict]]:
+    """Windows -> {"same": [...], "other": [...]}: each window's first half, then its own second half
+    or another same-collection document's (see the module docstring). Every window is used once as
+    a first half, and the labels alternate over a seeded shuffle of them, so the classes are even
+    (one more ``same`` for an odd count) and each collection gives both about equally."""
+    rng = random.Random(f"{seed}:{split}:continuation")
+    out = {SAME: [], OTHER: []}
+    made = 0  # labels alternate over all collections, so the classes differ by one at most
+    for collection in sorted(balanced):
+        windows = [w["pieces"].split(" ") for w in balanced[collection]]
+        docs = [w["doc"] for w in balanced[collection]]
+        if len(set(docs)) < 2:
+            raise DataPrepError(
+                f"{split} collection {collection!r}: the continuation task needs windows of at least two "
+                f"documents (a second half from another document), but all {len(windows)} come from one; "
+                "give more documents or lower --min-tokens")
+        halves = []
+        for pieces in windows:
+            cut = _half_way_word_start(pieces, min_split_pieces)
+            if cut is None:
+                raise DataPrepError(
+                    f"{split} collection {collection!r}: a window of {len(pieces)} pieces has no word start between "
+                    f"piece {min_split_pieces} (past --truncate-tokens) and its end, where its halves could meet; "
+                    "raise --min-tokens")
+            halves.append(cut)
+        order = list(range(len(windows)))
+        rng.shuffle(order)
+        for i in order:
+            first, cut = windows[i], halves[i]
+            made += 1
+            if made % 2 == 1:
+                out[SAME].append({"label": SAME, "doc": docs[i], "pieces": " ".join(first)})
+                continue
+            j = rng.choice([j for j in range(len(windows)) if docs[j] != docs[i]])
+            second, room = windows[j][halves[j]:], max_pieces - cut
+            if len(second) > room:  # as long as fits, ending before a word start
+                second = second[:_word_start_at_or_before(second, room, 0)]
+            out[OTHER].append({"label": OTHER, "doc": docs[i], "other_doc": docs[j],
+                               "pieces": " ".join(first[:cut] + second)})
+    return out
+
+
 def _write_tsv(path: str, rows: List[Tuple[str, str]]):
     atomic_write_text(path, "sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows))
 
 
 def build_examples(collections: Dict[str, Sequence[str]], *, spm_model: str, dictionary: str,
                    window_tokens: int = 4096, truncate_tokens: int = 512, min_tokens: int = 1024, seed: int = 1,
-                   max_windows_per_class: Optional[int] = None,
+                   max_windows_per_class: Optional[int] = None, task: str = "collection",
                    progress_min_bytes: Optional[int] = PROGRESS_MIN_BYTES,
                    log: Optional[Callable[[str], None]] = stderr_log) -> Tuple[dict, dict]:
     """The checks, windows and balancing of prepare_long_document_data, without writing anything:
@@ -273,6 +335,11 @@ def build_examples(collections: Dict[str, Sequence[str]], *, spm_model: str, dic
                             f"{truncate_tokens}: the truncated variant is a prefix of each window")
     if not 0 < min_tokens <= window_tokens:
         raise DataPrepError(f"--min-tokens {min_tokens} must be between 1 and --window-tokens {window_tokens}")
+    if task not in TASKS:
+        raise DataPrepError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if task == "continuation" and min_tokens < 2 * truncate_tokens:
+        raise DataPrepError(f"--task continuation joins two halves past --truncate-tokens {truncate_tokens}, so "
+                            f"windows need at least {2 * truncate_tokens} tokens: raise --min-tokens (now {min_tokens})")
     if max_windows_per_class is not None and max_windows_per_class < 1:
         raise DataPrepError(f"--max-windows-per-class must be positive, not {max_windows_per_class}")
     splits = {split: parse_collections(collections[split], split) for split in SPLITS if collections.get(split)}
@@ -286,8 +353,9 @@ def build_examples(collections: Dict[str, Sequence[str]], *, spm_model: str, dic
     names = variant_names(window_tokens, truncate_tokens)
     manifest = {
         "window_tokens": window_tokens, "truncate_tokens": truncate_tokens, "min_tokens": min_tokens,
-        "seed": seed, "max_windows_per_class": max_windows_per_class,
-        "labels": sorted(label for label, _ in splits["train"]),
+        "seed": seed, "max_windows_per_class": max_windows_per_class, "task": task,
+        "collections_labels": sorted(label for label, _ in splits["train"]),
+        "labels": sorted(label for label, _ in splits["train"]) if task == "collection" else [OTHER, SAME],
         "variants": {key: {"name": name, "data": f"bin/{name}", "tsv": f"tsv/{name}",
                            "max_tokens": window_tokens if key == "window" else truncate_tokens}
                      for key, name in names.items()},
@@ -306,6 +374,9 @@ def build_examples(collections: Dict[str, Sequence[str]], *, spm_model: str, dic
             check_pieces_match([[p for _, p in zip(range(DICT_CHECK_PIECES), pieces)]], vocab, dictionary,
                                "the first train windows")
         balanced = balance(by_label, split, seed, max_windows_per_class)
+        if task == "continuation":
+            balanced = continuation_examples(balanced, split, seed, truncate_tokens - SPECIAL_TOKENS + 1,
+                                             window_tokens - SPECIAL_TOKENS)
         counts = {}
         for key, max_tokens in (("window", window_tokens), ("truncated", truncate_tokens)):
             split_rows, lengths = [], []
@@ -332,7 +403,7 @@ def build_examples(collections: Dict[str, Sequence[str]], *, spm_model: str, dic
 def prepare_long_document_data(destdir: str, collections: Dict[str, Sequence[str]], *, spm_model: str,
                                dictionary: str, window_tokens: int = 4096, truncate_tokens: int = 512,
                                min_tokens: int = 1024, seed: int = 1, max_windows_per_class: Optional[int] = None,
-                               workers: int = 1, force: bool = False, keep_tsv: bool = True,
+                               task: str = "collection", workers: int = 1, force: bool = False, keep_tsv: bool = True,
                                progress_min_bytes: Optional[int] = PROGRESS_MIN_BYTES,
                                log: Optional[Callable[[str], None]] = stderr_log) -> dict:
     """Build destdir (see the module docstring); returns the manifest written to destdir/long_documents.json.
@@ -348,7 +419,7 @@ def prepare_long_document_data(destdir: str, collections: Dict[str, Sequence[str
     manifest, rows = build_examples(
         collections, spm_model=spm_model, dictionary=dictionary, window_tokens=window_tokens,
         truncate_tokens=truncate_tokens, min_tokens=min_tokens, seed=seed, max_windows_per_class=max_windows_per_class,
-        progress_min_bytes=progress_min_bytes, log=log)
+        task=task, progress_min_bytes=progress_min_bytes, log=log)
     names = {key: variant["name"] for key, variant in manifest["variants"].items()}
 
     with atomic_directory(destdir, force=force) as build:
