@@ -34,6 +34,15 @@ def json_records(text):
     return found
 
 
+def error_line(lines):
+    """The line that names the failure: the last exception line, else the last line."""
+    useful = [line.strip() for line in lines if line.strip() and not line.startswith("PEAK_GPU_MEMORY")]
+    for line in reversed(useful):
+        if re.search(r"(Error|Exception|error:)", line) and not line.startswith("File "):
+            return line[:500]
+    return useful[-1][:500] if useful else ""
+
+
 def run_logged(cmd, log_path, timeout, env=None, cwd=None, header=False):
     """Run cmd with its output in log_path (after a "# command" line if header); on timeout kill
     its whole process group. Returns (rc, the log's text, timed_out)."""

@@ -36,7 +36,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)  # so linformer_plugin imports without installation
 from linformer_plugin.io import atomic_write_text, write_jsonl  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _fairseq_logs import run_logged  # noqa: E402,F401  (also used by the study scripts)
+from _fairseq_logs import error_line, json_records, run_logged  # noqa: E402
 from linformer_plugin.reference import fairseq_package_dir, reference_user_dir  # noqa: E402
 WRAPPER = os.path.join(REPO_ROOT, "scripts", "_train_with_peak_memory.py")
 PLUGIN_DIR = os.path.join(REPO_ROOT, "linformer_plugin")
@@ -105,55 +105,33 @@ def train_command(base_flags, base_model, k, n, bsz, max_update, log_interval, d
     return cmd
 
 
-# "... | INFO | train_inner | {json}" (fairseq's format) or "INFO:train_inner:{json}" (logging's default)
-_TRAIN_INNER = re.compile(r"[|:]\s*train_inner\s*[|:]\s*(\{.*\})\s*$")
-_TRAIN_END = re.compile(r"[|:]\s*train\s*[|:]\s*(\{.*\})\s*$")
 _PEAK = re.compile(r"^PEAK_GPU_MEMORY_MIB=([0-9.]+)\s*$")
 _PEAK_RESERVED = re.compile(r"^PEAK_GPU_MEMORY_RESERVED_MIB=([0-9.]+)\s*$")
 
 
-def _error_line(lines):
-    """The line that names the failure: the last exception line, else the last line."""
-    useful = [line.strip() for line in lines if line.strip() and not line.startswith("PEAK_GPU_MEMORY")]
-    for line in reversed(useful):
-        if re.search(r"(Error|Exception|error:)", line) and not line.startswith("File "):
-            return line[:500]
-    return useful[-1][:500] if useful else ""
-
-
-def parse_output(text):
-    """words/s of the last train_inner line (else the epoch's train line), peak memory, error line."""
+def parse_output(text, records=None):
+    """words/s of the last train_inner line (else the epoch's train line), peak memory, error line.
+    ``records``: the log's ``json_records``, if the caller has them already."""
     lines = text.splitlines()
-    result = {"wps": None, "wps_source": None, "train_inner_lines": 0, "num_updates": None,
+    records = json_records(text) if records is None else records
+    inner, train = records.get("train_inner", []), records.get("train", [])
+    result = {"wps": None, "wps_source": None, "train_inner_lines": len(inner), "num_updates": None,
               "peak_gpu_mem_mib": None, "peak_gpu_reserved_mib": None}
-    last_inner = last_train = None
     for line in lines:
-        m = _TRAIN_INNER.search(line)
-        if m:
-            result["train_inner_lines"] += 1
-            last_inner = m.group(1)
-            continue
-        m = _TRAIN_END.search(line)
-        if m:
-            last_train = m.group(1)
-            continue
-        m = _PEAK.match(line.strip())
-        if m:
-            result["peak_gpu_mem_mib"] = float(m.group(1))
-        m = _PEAK_RESERVED.match(line.strip())
-        if m:
-            result["peak_gpu_reserved_mib"] = float(m.group(1))
+        for regex, key in ((_PEAK, "peak_gpu_mem_mib"), (_PEAK_RESERVED, "peak_gpu_reserved_mib")):
+            m = regex.match(line.strip())
+            if m:
+                result[key] = float(m.group(1))
     try:
-        if last_inner is not None:
-            stats = json.loads(last_inner)
-            result.update(wps=float(stats["wps"]), wps_source="train_inner", num_updates=int(stats["num_updates"]))
-        elif last_train is not None:  # no train_inner line (max_update < log_interval): epoch average
-            stats = json.loads(last_train)
-            result.update(wps=float(stats["train_wps"]), wps_source="train",
-                          num_updates=int(stats["train_num_updates"]))
-    except (ValueError, KeyError):
+        if inner:
+            result.update(wps=float(inner[-1]["wps"]), wps_source="train_inner",
+                          num_updates=int(inner[-1]["num_updates"]))
+        elif train:  # no train_inner line (max_update < log_interval): epoch average
+            result.update(wps=float(train[-1]["train_wps"]), wps_source="train",
+                          num_updates=int(train[-1]["train_num_updates"]))
+    except (ValueError, KeyError, TypeError):
         pass
-    result["error_line"] = _error_line(lines)
+    result["error_line"] = error_line(lines)
     return result
 
 
@@ -255,10 +233,12 @@ def max_length_report(attempts, summary):
     return "\n".join(lines) + "\n"
 
 
-def environment(args, argv):
+def environment(args, argv, script=__file__, probe=True):
+    """What ran where (env.json): the command (``script`` and ``argv``), versions and, unless
+    ``probe`` is False (a CPU run, where it would only cost time), the GPU as a child process sees it."""
     env = {
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join([sys.executable, os.path.abspath(__file__)] + list(argv)),
+        "command": shlex.join([sys.executable, os.path.abspath(script)] + list(argv)),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": args.device,
@@ -270,6 +250,11 @@ def environment(args, argv):
             env[f"{dist}_version"] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             pass
+    if not probe:
+        import torch
+
+        env["torch"] = torch.__version__
+        return env
     # asked in a child: a CUDA context here would hold GPU memory through all the runs
     probe = ("import json, torch\n"
              "env = {'torch': torch.__version__, 'cuda': torch.version.cuda}\n"

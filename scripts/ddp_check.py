@@ -31,8 +31,8 @@ resume     2 GPUs, --resume-updates updates with a checkpoint at half of them; t
 precision  --fp16, --memory-efficient-fp16, --bf16 (and fp32 as the baseline) pretraining, one
            GPU each, --precision-updates updates: final train/valid loss, the loss-scale trajectory,
            overflow notes, "Minimum loss scale reached", NaN. fairseq 0.12's fairseq-train turns
-           --bf16 into --bf16 --tpu (fairseq issue #4696), so the bf16 run goes through
-           scripts/fairseq_train.py, which keeps it on the GPU.
+           --bf16 into --bf16 --tpu (fairseq issue #4696); the plugin, imported through
+           --user-dir, keeps the bf16 run on its GPU (linformer_plugin/precision.py).
 
 Independent single-GPU runs (precision, the 1-GPU loss run) share the GPUs with the 2-GPU
 correctness runs; only the scaling runs have the GPUs to themselves. --budget-s bounds the whole
@@ -44,33 +44,30 @@ Plan only:    python scripts/ddp_check.py DATA_BIN OUT_DIR --dry-run
 """
 
 import argparse
-import importlib.metadata
 import json
 import os
-import platform
 import re
 import shlex
 import signal
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from argparse import Namespace
-from datetime import datetime, timezone
+from concurrent.futures import ThreadPoolExecutor
 
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(SCRIPTS)
 for path in (REPO_ROOT, SCRIPTS):
     if path not in sys.path:
         sys.path.insert(0, path)
-from _fairseq_logs import json_records  # noqa: E402
-from benchmark_train import _error_line, environment, train_command  # noqa: E402
+from _fairseq_logs import error_line, json_records  # noqa: E402
+from benchmark_train import environment, train_command  # noqa: E402
 from linformer_plugin.io import atomic_write_text, write_jsonl  # noqa: E402
-from linformer_plugin.reference import fairseq_package_dir, reference_user_dir  # noqa: E402
+from linformer_plugin.reference import reference_user_dir  # noqa: E402
 
 PLUGIN_DIR = os.path.join(REPO_ROOT, "linformer_plugin")
 FAIRSEQ_TRAIN = os.path.join(SCRIPTS, "fairseq_train.py")  # fairseq-train with fixes, several runs a process
@@ -93,7 +90,6 @@ REFERENCE_TINY = ["--encoder-layers", "2", "--encoder-embed-dim", "64", "--encod
                   "--encoder-attention-heads", "2"]
 DDP_UNUSED_ERROR = "Expected to have finished reduction in the prior iteration"
 
-_VALID = re.compile(r"[|:]\s*valid\s*[|:]\s*(\{.*\})\s*$")
 _PARAMS = re.compile(r"num\. shared model params: ([\d,]+) \(num\. trained: ([\d,]+)\)")
 _UNUSED_NAMES = re.compile(r"Parameters? which did not receive grad for rank \d+: (.+)$")
 _UNUSED_INDICES = re.compile(r"Parameter indices which did not receive grad for rank \d+: (.+)$")
@@ -109,33 +105,20 @@ def train_inner_entries(text):
     """The train_inner records of a fairseq log, values as numbers where they are."""
     return json_records(text).get("train_inner", [])
 
-def valid_entries(text):
-    out = []
-    for line in text.splitlines():
-        m = _VALID.search(line)
-        if m:
-            try:
-                out.append(json.loads(m.group(1)))
-            except ValueError:
-                pass
-    return out
-
-
 def split_harness_output(text):
     """{run index: (its lines' text, rc or None)} from scripts/fairseq_train.py's @@RUN markers."""
-    runs, current, lines = {}, None, []
+    lines, rcs, current = {}, {}, None
     for line in text.splitlines():
         m = _RUN_MARK.match(line.strip())
         if m and m.group(2) == "BEGIN":
-            current, lines = int(m.group(1)), []
-            runs[current] = ("", None)
+            current = int(m.group(1))
+            lines[current], rcs[current] = [], None
         elif m and m.group(2) == "END":
-            runs[int(m.group(1))] = ("\n".join(lines), int(m.group(3)))
+            rcs[int(m.group(1))] = int(m.group(3))
             current = None
         elif current is not None:
-            lines.append(line)
-            runs[current] = ("\n".join(lines), None)
-    return runs
+            lines[current].append(line)
+    return {i: ("\n".join(lines[i]), rcs[i]) for i in lines}
 
 
 def error_of(text):
@@ -143,7 +126,17 @@ def error_of(text):
     for line in text.splitlines():
         if DDP_UNUSED_ERROR in line:
             return line.strip()[:500]
-    return _error_line([line for line in text.splitlines() if not line.startswith("@@RUN")])
+    return error_line([line for line in text.splitlines() if not line.startswith("@@RUN")])
+
+
+def first_error(texts, default):
+    """The failure line of the first text that names one (error_of once per text), else default."""
+    return next(filter(None, map(error_of, texts)), default)
+
+
+def first_failure(rcs):
+    """The first non-zero exit status, 0 when all succeeded."""
+    return next((rc for rc in rcs if rc != 0), 0)
 
 
 def run_facts(text):
@@ -164,20 +157,18 @@ def run_facts(text):
 
 
 def data_bin_tokens(data_bin, split="train"):
-    """Tokens in a fairseq mmap data-bin split (its .idx header and sizes), or None."""
-    path = os.path.join(data_bin, f"{split}.idx")
-    try:
-        with open(path, "rb") as f:
-            if f.read(9) != b"MMIDIDX\x00\x00":
-                return None
-            f.read(8 + 1)  # version, dtype code
-            (length,) = struct.unpack("<Q", f.read(8))
-            f.read(8)  # document count
-            import numpy as np
+    """Tokens in a fairseq mmap data-bin split (fairseq's reader of its .idx), or None."""
+    from fairseq.data.indexed_dataset import MMapIndexedDataset
 
-            return int(np.frombuffer(f.read(4 * length), dtype=np.int32).astype(np.int64).sum())
-    except OSError:
+    path = os.path.join(data_bin, f"{split}.idx")
+    if not os.path.isfile(path):
         return None
+    try:
+        index = MMapIndexedDataset.Index(path)
+    except (OSError, AssertionError):  # unreadable, or not an mmap index
+        return None
+    # summed while the index lives: its sizes are a view of a memory map that its __del__ closes
+    return int(index.sizes.sum())
 
 
 def fairscale_available(python):
@@ -203,7 +194,7 @@ class Run:
     def __init__(self, name, section, argv, world=1, gpu=0, entry="fairseq", env=None, meta=None,
                  cmd=None, timeout=300):
         self.name, self.section, self.argv, self.world, self.gpu = name, section, list(argv), world, gpu
-        self.entry = entry  # "fairseq": python -m fairseq_cli.train; "fixed": scripts/fairseq_train.py
+        self.entry = entry  # "fairseq": python -m fairseq_cli.train; "torchrun": 2 ranks under torchrun
         self.env = dict(env or {})
         self.meta = dict(meta or {})
         self.cmd = cmd  # a whole prebuilt command (dummy_masked_lm scaling runs)
@@ -259,8 +250,6 @@ class Checker:
         return env
 
     def entry_cmd(self, entry):
-        if entry == "fixed":
-            return [self.args.python, FAIRSEQ_TRAIN]
         if entry == "torchrun":  # torchrun's own ranks; on CPU through fairseq_train.py (see there)
             launch = [self.args.python, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                       "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
@@ -285,19 +274,19 @@ class Checker:
                                             start_new_session=True))
         end = time.time() + timeout
         timed_out = False
-        first_failure = None
+        failed_at = None
         while True:
             rcs = [h.poll() for h in handles]
             if all(rc is not None for rc in rcs):
                 break
-            if first_failure is None and any(rc not in (None, 0) for rc in rcs):
-                first_failure = time.time()
+            if failed_at is None and any(rc not in (None, 0) for rc in rcs):
+                failed_at = time.time()
             stop = False
             if stop_when is not None:
                 with open(log_paths[0], errors="replace") as f:
                     stop = stop_when(f.read())
             # a rank that died leaves the other waiting in a collective: give it a minute
-            if stop or time.time() > end or (first_failure is not None and time.time() - first_failure > 60):
+            if stop or time.time() > end or (failed_at is not None and time.time() - failed_at > 60):
                 timed_out = not stop and time.time() > end
                 for h in handles:
                     if h.poll() is None:
@@ -373,12 +362,12 @@ class Checker:
         started = time.time()
         rcs, texts, timed_out = self._spawn_and_wait(procs, timeout, logs)
         facts, entries = run_facts(texts[0])
-        rc = next((rc for rc in rcs if rc != 0), 0)
+        rc = first_failure(rcs)
         error = None
         if timed_out:
             error = f"timeout after {timeout:.0f}s"
         elif rc != 0:
-            error = next((error_of(t) for t in texts if error_of(t)), f"exit status {rc}")
+            error = first_error(texts, f"exit status {rc}")
         run.result = dict(facts, rc=rc, error=error, entries=entries, text=texts[0],
                           wall_s=round(time.time() - started, 1), command=shlex.join(procs[0][0]),
                           log=os.path.relpath(logs[0], self.args.out_dir))
@@ -408,7 +397,7 @@ class Checker:
         loaded = re.search(rf"Loaded checkpoint \S*checkpoint_last\.pt \(epoch \d+ @ {stop_at} updates\)", texts[0])
         kept = [e for e in first_entries if e.get("num_updates", 0) <= stop_at]
         joined = kept + entries
-        rc = next((rc for rc in rcs if rc != 0), 0)
+        rc = first_failure(rcs)
         run.result = dict(result, rc=rc, entries=joined, text=texts[0], num_updates=facts["num_updates"],
                           losses=[e.get("loss") for e in joined], updates=[int(e["num_updates"]) for e in joined],
                           part2_first_update=int(entries[0]["num_updates"]) if entries else None,
@@ -441,10 +430,10 @@ class Checker:
                     error = "not reached: an earlier run of this launch " + ("timed out" if timed_out else "crashed")
                 else:
                     error = ("timed out" if timed_out else "the rank process died") + " during this run: " + (
-                        next((error_of(s) for s, _ in segments if error_of(s)), "") or f"exit status {rcs}")
+                        first_error((s for s, _ in segments), "") or f"exit status {rcs}")
             else:
-                rc = next((rc for rc in run_rcs if rc != 0), 0)
-                error = None if rc == 0 else next((error_of(s) for s, _ in segments if error_of(s)), f"rc {rc}")
+                rc = first_failure(run_rcs)
+                error = None if rc == 0 else first_error((s for s, _ in segments), f"rc {rc}")
             if "unused_parameters" not in facts:  # rank 1 logs its error too; its log is WARNING-level
                 other, _ = run_facts(segments[1][0])
                 for key in ("unused_parameters", "unused_parameter_indices"):
@@ -538,7 +527,7 @@ class Checker:
         rec["losses"] = [[int(e["num_updates"]), e.get("loss")] for e in entries if "num_updates" in e]
         rec["loss_scale"] = [[int(e["num_updates"]), e["loss_scale"]] for e in entries
                              if "loss_scale" in e and "num_updates" in e]
-        valid = valid_entries(text)
+        valid = json_records(text).get("valid", [])
         rec["final_valid_loss"] = float(valid[-1]["valid_loss"]) if valid and "valid_loss" in valid[-1] else None
         overflow = [line.strip()[-160:] for line in text.splitlines() if _OVERFLOW in line]
         rec["overflow_notes"] = len(overflow)
@@ -853,12 +842,10 @@ def plan(args, checker):
                                 break_mode="complete", extra=["--skip-invalid-size-inputs-valid-test"])
                     + model_flags(args, modes.get(args.precision_mode, MODES[args.precision_mode])))
             run = Run(f"precision_{precision}", "precision", argv, world=1, gpu=i % 2,
-                      entry="fixed" if precision == "bf16" else "fairseq", timeout=args.job_timeout,
+                      timeout=args.job_timeout,
                       meta={"precision": precision, "gpu": i % 2, "batch": args.precision_batch,
                             "updates": args.precision_updates, "lr": args.precision_lr,
-                            "expected_updates": args.precision_updates, "mode": args.precision_mode,
-                            "entry": "scripts/fairseq_train.py (keeps --bf16 off the TPU path)"
-                            if precision == "bf16" else "fairseq_cli.train"})
+                            "expected_updates": args.precision_updates, "mode": args.precision_mode})
             precision_jobs.append(Job(run.name, [run]))
 
     ddp_track = []
@@ -1034,27 +1021,12 @@ def main(argv=None):
     if args.dry_run:
         print_plan(checker, phases)
         return 0
-    env = {}
     argv_seen = sys.argv[1:] if argv is None else argv
-    if args.cpu:  # the child probe of benchmark_train.environment would only cost CPU time here
-        import torch
-
-        env.update(time_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   command=shlex.join([sys.executable, os.path.abspath(__file__)] + list(argv_seen)),
-                   python=platform.python_version(), platform=platform.platform(), device="cpu",
-                   torch=torch.__version__, fairseq_dir=fairseq_package_dir())
-        for dist in ("fairseq", "fairseq-fixed"):
-            try:
-                env[f"{dist}_version"] = importlib.metadata.version(dist)
-            except importlib.metadata.PackageNotFoundError:
-                pass
-        probe = threading.Thread(target=lambda: None)
-    else:
-        probe = threading.Thread(target=lambda: env.update(
-            environment(Namespace(device=args.device, python=args.python), argv_seen)))
-    probe.start()
-    checker.run_phases(phases)
-    probe.join()
+    with ThreadPoolExecutor(1) as pool:  # the GPU probe (a child process) beside the runs
+        probe = pool.submit(environment, Namespace(device=args.device, python=args.python), argv_seen,
+                            script=__file__, probe=not args.cpu)
+        checker.run_phases(phases)
+        env = probe.result()
     env.update(data_bin=args.data_bin, train_tokens=data_bin_tokens(args.data_bin), wall_s=round(time.time() - checker.started, 1),
                args={k: v for k, v in vars(args).items()})
     atomic_write_text(os.path.join(args.out_dir, "env.json"), json.dumps(env, indent=2) + "\n")

@@ -1,14 +1,10 @@
 #!/usr/bin/env python
-"""``fairseq-train`` with three fixes for fairseq 0.12, and several runs in one process.
+"""``fairseq-train`` with two fixes for fairseq 0.12, and several runs in one process.
 
     python scripts/fairseq_train.py <fairseq-train args> [::: <fairseq-train args> ...]
 
 The fixes (none changes a CUDA run launched the usual way):
 
-- ``--bf16`` trains in bfloat16 on the run's own device. fairseq 0.12's argument parsing turns
-  ``--bf16`` into ``--bf16 --tpu`` (fairseq issue #4696), so plain ``fairseq-train --bf16`` asks
-  torch_xla for a TPU and stops (``'NoneType' object has no attribute 'xla_device'``);
-  fairseq-hydra-train with ``common.bf16=true`` does not have this problem.
 - data-parallel training on CPU (gloo): fairseq's ``pytorch_ddp``/``c10d`` backend passes
   ``device_ids=[device_id]`` to torch's DistributedDataParallel, which torch refuses for a module on
   the CPU; for a CPU module they are left out, as torch asks. (``legacy_ddp`` needs no fix.)
@@ -26,6 +22,9 @@ once (fairseq skips ``init_process_group`` when it is already initialised), whic
 short runs affordable. Around each run it prints ``@@RUN <i> BEGIN`` and ``@@RUN <i> END
 rc=<status>``; a run that raises is reported (traceback, rc=1) and the next one starts. The exit
 status is that of the first run that failed. Used by ddp_check.py and tests/test_distributed.py.
+
+(``--bf16`` needs no fix here: with ``--user-dir linformer_plugin`` the plugin keeps it off fairseq
+0.12's TPU path, see ``linformer_plugin/precision.py``.)
 """
 
 import os
@@ -80,24 +79,6 @@ def allow_torchrun_without_gpus():
     du._infer_torch_distributed_launch_init = infer_torch_distributed_launch_init
 
 
-def keep_bf16_off_tpu():
-    """fairseq 0.12's parse_args_and_arch turns ``--bf16`` into ``--bf16 --tpu`` (fairseq issue
-    #4696), so ``fairseq-train --bf16`` looks for torch_xla instead of training on the GPU; here
-    ``--bf16`` means bfloat16 on whatever device the run has, as it does under fairseq-hydra-train."""
-    from fairseq import options
-
-    parse = options.parse_args_and_arch
-
-    def parse_args_and_arch(parser, input_args=None, *args, **kwargs):
-        parsed = parse(parser, input_args, *args, **kwargs)
-        argv = sys.argv[1:] if input_args is None else input_args
-        if getattr(parsed, "bf16", False) and "--tpu" not in argv:
-            parsed.tpu = False
-        return parsed
-
-    options.parse_args_and_arch = parse_args_and_arch
-
-
 def main(argv=None):
     runs = split_runs(sys.argv[1:] if argv is None else argv)
     if not runs:
@@ -107,7 +88,6 @@ def main(argv=None):
 
     allow_ddp_of_cpu_modules()
     allow_torchrun_without_gpus()
-    keep_bf16_off_tpu()
     worst = 0
     for i, args in enumerate(runs):
         print(f"@@RUN {i} BEGIN", flush=True)

@@ -70,29 +70,32 @@ def log(message):
 
 def run_job(name, cmd, args, timeout=None):
     """One subprocess in its own session (killed whole on timeout); its output in OUT/logs/NAME.log.
-    Returns {"rc", "wall_s", "error", "text"}, with benchmark_train's parse (wps, peak memory)."""
+    Returns {"rc", "wall_s", "error", "text", "records" (its json_records)}, with benchmark_train's
+    parse (wps, peak memory)."""
     log_path = os.path.join(args.out_dir, "logs", f"{name}.log")
     workdir = os.path.join(args.work_dir, "cwd", name)  # fairseq may write checkpoints/crash.pt here
     os.makedirs(workdir, exist_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    from benchmark_train import parse_output  # imported late: it imports fairseq (seconds)
+
     limit = timeout or args.job_timeout
     if args.deadline:
         left = args.deadline - (time.time() - args.started)
         if left < 30:
             log(f"skip  {name}: past --deadline")
-            return {"rc": None, "wall_s": 0, "error": f"skipped: less than 30 s left before --deadline {args.deadline}",
-                    "text": "", "wps": None, "wps_source": None, "num_updates": None, "train_inner_lines": 0,
-                    "peak_gpu_mem_mib": None, "peak_gpu_reserved_mib": None}
+            result = parse_output("")  # every field a run reports, empty
+            del result["error_line"]
+            return dict(result, rc=None, wall_s=0, text="", records={},
+                        error=f"skipped: less than 30 s left before --deadline {args.deadline}")
         limit = min(limit, int(left))
     log(f"start {name}")
     started = time.time()
-    from benchmark_train import parse_output  # imported late: it imports fairseq (seconds)
-
     rc, text, timed_out = run_logged(cmd, log_path, limit, env=env, cwd=workdir, header=True)
 
-    result = parse_output(text)
-    result.update(rc=rc, wall_s=round(time.time() - started, 1), text=text)
+    records = json_records(text)
+    result = parse_output(text, records)
+    result.update(rc=rc, wall_s=round(time.time() - started, 1), text=text, records=records)
     error = None
     if timed_out:
         error = f"timeout after {limit}s"
@@ -191,7 +194,7 @@ def pretrain_roberta(args, size, n):
     cmd = mlm_command(args, "roberta", size, n, "complete", args.roberta_updates, args.roberta_lr,
                       max(1, args.roberta_updates // 10), save_dir=save_dir)
     result = run_job("pretrain_roberta", cmd, args)
-    stats = json_records(result["text"])
+    stats = result["records"]
     record = {"step": "pretrain_roberta", "model": "roberta", "n": n, "max_tokens": args.max_tokens,
               "num_updates": result["num_updates"],
               "wps": result["wps"], "valid_loss": last(stats, "valid", "valid_loss"), "wall_s": result["wall_s"],
@@ -203,7 +206,7 @@ def benchmark(args, kind, size, n, break_mode="complete_doc"):
     cmd = mlm_command(args, kind, size, n, break_mode, args.bench_updates, 1e-4, 10, validate=False)
     name = f"benchmark_{kind}" + ("" if break_mode == "complete_doc" else f"_{break_mode}")
     result = run_job(name, cmd, args)
-    inner = json_records(result["text"]).get("train_inner", [])
+    inner = result["records"].get("train_inner", [])
     mean_len = round(inner[-1]["wpb"] / inner[-1]["bsz"], 1) if inner and inner[-1].get("bsz") else None
     return {"step": "benchmark", "model": kind, "k": args.compressed_dim if kind == "linformer" else None,
             "n": n, "sample_break_mode": break_mode, "max_tokens": args.max_tokens,
@@ -229,7 +232,7 @@ def validate_mlm(args, checkpoint, n, name, break_mode="complete_doc"):
            "--skip-invalid-size-inputs-valid-test",
            "--log-format", "json"] + device_flags(args)
     result = run_job(name, cmd, args)
-    stats = json_records(result["text"])
+    stats = result["records"]
     return {"step": name, "n": n, "sample_break_mode": break_mode, "valid_loss": last(stats, "valid", "valid_loss"),
             "wall_s": result["wall_s"], "error": result["error"]}
 
@@ -239,7 +242,7 @@ def continue_mlm(args, size, checkpoint, n):
     cmd = mlm_command(args, "linformer", size, n, "complete_doc", args.mlm_updates, args.mlm_lr,
                       max(1, args.mlm_updates // 10), save_dir=save_dir, restore=checkpoint)
     result = run_job("mlm", cmd, args)
-    stats = json_records(result["text"])
+    stats = result["records"]
     return {"step": "mlm", "n": n, "max_tokens": args.max_tokens, "max_update": args.mlm_updates,
             "num_updates": result["num_updates"] or last(stats, "valid", "valid_num_updates"),
             "wps": result["wps"], "valid_loss": last(stats, "valid", "valid_loss"),
@@ -267,7 +270,7 @@ def finetune(args, job):
     cmd[cmd.index("--seed") + 1] = str(job["seed"])
     name = f"finetune_{job['model']}_{job['variant']}_seed{job['seed']}"
     result = run_job(name, cmd, args)
-    stats = json_records(result["text"])
+    stats = result["records"]
     curve = []
     tests = stats.get("test", []) or [{}] * len(stats.get("valid", []))
     for v, t in zip(stats.get("valid", []), tests):
@@ -570,13 +573,11 @@ def main(argv=None):
         # 3. fine-tuning: the long runs first, the short ones beside them
         examples = {split: e["total"] for split, e in manifest["examples"].items()}
         examples.setdefault("test", None)
-        jobs = []
-        for seed in args.seeds:
-            base = {"seed": seed, "examples": examples, "num_classes": window["num_classes"], "subsets": subsets}
-            jobs.append(dict(base, model="linformer", kind="linformer", variant=window["name"], data=window["path"],
-                             n=n, max_positions=n, checkpoint=warm, start=start, size=size))
-        for seed in args.seeds:
-            base = {"seed": seed, "examples": examples, "num_classes": window["num_classes"], "subsets": subsets}
+        bases = [{"seed": seed, "examples": examples, "num_classes": window["num_classes"], "subsets": subsets}
+                 for seed in args.seeds]
+        jobs = [dict(base, model="linformer", kind="linformer", variant=window["name"], data=window["path"],
+                     n=n, max_positions=n, checkpoint=warm, start=start, size=size) for base in bases]
+        for base in bases:
             jobs.append(dict(base, model="linformer", kind="linformer", variant=truncated["name"],
                              data=truncated["path"], n=t, max_positions=n, checkpoint=warm, start=start, size=size))
             if not args.no_roberta_baseline:

@@ -36,19 +36,26 @@ def site(frames):
     return fmt(frames[0]) if frames else "(no stack)"
 
 
-def replay(events):
-    """(peak bytes, live blocks at the peak {addr: (size, frames)}) of one device's trace."""
-    live, total, peak, at_peak = {}, 0, 0, {}
-    for event in events:
-        action = event["action"]
-        if action == "alloc":
+def _replay(events, stop=None):
+    """Live blocks {addr: (size, frames)} after events[:stop], and the index of the event after
+    which the live total was highest, and that total."""
+    live, total, peak, peak_at = {}, 0, 0, 0
+    for i, event in enumerate(events[:stop]):
+        if event["action"] == "alloc":
             live[event["addr"]] = (event["size"], event.get("frames") or [])
             total += event["size"]
             if total > peak:
-                peak, at_peak = total, dict(live)
-        elif action == "free_completed" and event["addr"] in live:
+                peak, peak_at = total, i + 1
+        elif event["action"] == "free_completed" and event["addr"] in live:
             total -= live.pop(event["addr"])[0]
-    return peak, at_peak
+    return live, peak, peak_at
+
+
+def replay(events):
+    """(peak bytes, live blocks at the peak {addr: (size, frames)}) of one device's trace: one pass
+    finds the peak, a second stops there (no copy of the live set at every new high)."""
+    _, peak, peak_at = _replay(events)
+    return peak, _replay(events, peak_at)[0]
 
 
 def summarize(snapshot, top=25):

@@ -47,7 +47,7 @@ from typing import List, Optional
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
-from _fairseq_logs import json_records, run_logged  # noqa: E402
+from _fairseq_logs import error_line, json_records, run_logged  # noqa: E402
 from linformer_plugin.io import write_jsonl  # noqa: E402
 
 PLUGIN_DIR = os.path.join(REPO_ROOT, "linformer_plugin")
@@ -298,7 +298,7 @@ class Study:
         rc, text, wall = self._run(cmd, f"{run.name}.pretrain.log")
         result.update(pretrain_rc=rc, pretrain_wall_s=wall, command=shlex.join(cmd), **pretrain_summary(text))
         if rc != 0:
-            result["error"] = text.strip().splitlines()[-1][:500] if text.strip() else f"rc={rc}"
+            result["error"] = error_line(text.splitlines()) or f"rc={rc}"
         self._record(result)
         if rc == 0 and a.sst2 and run.finetune and a.finetune_updates > 0:
             pretrained = os.path.join(ckpt_dir, "pretrain", "checkpoint_last.pt")
@@ -330,7 +330,7 @@ class Study:
         rc, text, wall = self._run(cmd, tag + ".log")
         out = {"tag": tag, "rc": rc, "wall_s": wall, "command": shlex.join(cmd)}
         if rc != 0:
-            out["error"] = text.strip().splitlines()[-1][:500] if text.strip() else f"rc={rc}"
+            out["error"] = error_line(text.splitlines()) or f"rc={rc}"
             return out
         best = os.path.join(save_dir, "checkpoint_best.pt")
         for subset in ("valid", "test"):

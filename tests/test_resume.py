@@ -1,13 +1,16 @@
 """A run stopped mid-way and restarted with the same command continues from checkpoint_last.pt on
 the very loss trajectory of a run that was never stopped (CPU training is deterministic)."""
 
-import json
 import os
 import re
 import signal
 import subprocess
+import sys
 
-from conftest import mlm_train_command, run
+from conftest import REPO, mlm_train_command, run
+
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+from _fairseq_logs import json_records  # noqa: E402
 
 UPDATES, STOP_AT = 20, 10
 # every update logged, a checkpoint every STOP_AT updates; the LR schedule (inverse_sqrt) and the
@@ -15,18 +18,12 @@ UPDATES, STOP_AT = 20, 10
 EXTRA = ("--save-interval-updates", str(STOP_AT), "--disable-validation", "--log-format", "json",
          "--log-interval", "1")
 ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")  # two runs at once on few cores
-_TRAIN_INNER = re.compile(r"\| train_inner \| (\{.*\})\s*$")
 
 
 def per_update(lines):
-    """{num_updates: the train_inner record}, values as fairseq printed them."""
-    records = {}
-    for line in lines:
-        m = _TRAIN_INNER.search(line)
-        if m:
-            record = json.loads(m.group(1))
-            records[int(record["num_updates"])] = record
-    return records
+    """{num_updates: the train_inner record}, values as floats of what fairseq printed (equal
+    printed values give equal floats)."""
+    return {int(r["num_updates"]): r for r in json_records("\n".join(lines)).get("train_inner", [])}
 
 
 def trajectory(records, updates):

@@ -262,12 +262,14 @@ def balance(windows_by_label: Dict[str, List[dict]], split: str, seed: int,
 
 
 def _half_way_word_start(pieces: List[str], lowest: int) -> Optional[int]:
-    """The word start nearest the middle of ``pieces`` at or past ``lowest`` (None if there is none)."""
+    """Where to split ``pieces`` in two: the last word start in [lowest, middle], else the first one
+    after the middle (None if ``pieces`` has no word start at or past ``lowest``)."""
     middle = max(len(pieces) // 2, lowest)
-    for cut in list(range(middle, lowest - 1, -1)) + list(range(middle + 1, len(pieces))):
-        if 0 < cut < len(pieces) and pieces[cut].startswith(WORD_START):
+    if middle < len(pieces):
+        cut = _word_start_at_or_before(pieces, middle, lowest - 1)
+        if pieces[cut].startswith(WORD_START):
             return cut
-    return None
+    return next((cut for cut in range(middle + 1, len(pieces)) if pieces[cut].startswith(WORD_START)), None)
 
 
 def continuation_examples(balanced: Dict[str, List[dict]], split: str, seed: int, min_split_pieces: int,
@@ -302,12 +304,11 @@ def continuation_examples(balanced: Dict[str, List[dict]], split: str, seed: int
             first, cut = windows[i], halves[i]
             made += 1
             if made % 2 == 1:
-                out[SAME].append({"label": SAME, "doc": docs[i], "pieces": " ".join(first)})
+                out[SAME].append({"label": SAME, "doc": docs[i], "pieces": balanced[collection][i]["pieces"]})
                 continue
             j = rng.choice([j for j in range(len(windows)) if docs[j] != docs[i]])
-            second, room = windows[j][halves[j]:], max_pieces - cut
-            if len(second) > room:  # as long as fits, ending before a word start
-                second = second[:_word_start_at_or_before(second, room, 0)]
+            second = windows[j][halves[j]:]
+            second = second[:prefix_end(second, max_pieces - cut)]  # as much as fits, ending at a word
             out[OTHER].append({"label": OTHER, "doc": docs[i], "other_doc": docs[j],
                                "pieces": " ".join(first[:cut] + second)})
     return out

@@ -60,13 +60,13 @@ class _PaddedSequenceProjection(torch.autograd.Function):
         weight, x, padding_mask = ctx.saved_tensors
         dtype = ctx.dtype
         grad_weight = grad_x = None
+        positions, keep = sentence_positions(padding_mask)
         with torch.autocast(x.device.type, enabled=False):
             grad = grad_output.to(dtype).transpose(0, 1)  # B x rows x C
             if ctx.needs_input_grad[1]:
-                per_sentence = columns_per_sentence(weight, padding_mask, dtype)  # gathered again
+                per_sentence = _gather_columns(weight, positions, keep, dtype)  # gathered again
                 grad_x = torch.bmm(per_sentence.permute(1, 2, 0), grad).transpose(0, 1).to(x.dtype)  # S x B x C
             if ctx.needs_input_grad[0]:
-                positions, keep = sentence_positions(padding_mask)
                 grad_columns = torch.bmm(grad, x.to(dtype).permute(1, 2, 0)) * keep[:, None, :].to(dtype)  # B x rows x S
                 rows = weight.size(0)
                 # summed over the batch's tokens in at least fp32, whatever the training precision
@@ -88,10 +88,13 @@ def sentence_positions(padding_mask: Tensor) -> Tuple[Tensor, Tensor]:
 def columns_per_sentence(weight: Tensor, padding_mask: Tensor, dtype: torch.dtype) -> Tensor:
     """weight (..., n) -> (..., B, S): for each sentence, the column of each real token's position
     among the real tokens of its sentence (as fairseq's positional embeddings count), zero at pads."""
-    positions, keep = sentence_positions(padding_mask)  # B x S
+    return _gather_columns(weight, *sentence_positions(padding_mask), dtype)
+
+
+def _gather_columns(weight: Tensor, positions: Tensor, keep: Tensor, dtype: torch.dtype) -> Tensor:
     # index_select: its backward is one index_add_ (no sort, unlike advanced indexing's)
     columns = weight.to(dtype).index_select(weight.dim() - 1, positions.flatten())
-    return columns.view(*weight.shape[:-1], *padding_mask.shape) * keep.to(dtype)
+    return columns.view(*weight.shape[:-1], *keep.shape) * keep.to(dtype)
 
 
 def init_projection(block: Tensor, method: Optional[str] = None):
