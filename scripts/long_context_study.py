@@ -68,15 +68,16 @@ def log(message):
 # ----------------------------------------------------------------------------- running fairseq
 
 
-def run_job(name, cmd, args, timeout=None):
-    """One subprocess in its own session (killed whole on timeout); its output in OUT/logs/NAME.log.
-    Returns {"rc", "wall_s", "error", "text", "records" (its json_records)}, with benchmark_train's
+def run_job(name, cmd, args, timeout=None, extra_env=None):
+    """One subprocess in its own session (killed whole on timeout); its output in OUT/logs/NAME.log,
+    with ``extra_env`` added to this process's environment. Returns {"rc", "wall_s", "error", "text", "records" (its json_records)}, with benchmark_train's
     parse (wps, peak memory)."""
     log_path = os.path.join(args.out_dir, "logs", f"{name}.log")
     workdir = os.path.join(args.work_dir, "cwd", name)  # fairseq may write checkpoints/crash.pt here
     os.makedirs(workdir, exist_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(extra_env or {})
     from benchmark_train import parse_output  # imported late: it imports fairseq (seconds)
 
     limit = timeout or args.job_timeout
@@ -214,6 +215,31 @@ def benchmark(args, kind, size, n, break_mode="complete_doc"):
             "wps_source": result["wps_source"], "mean_sample_tokens": mean_len,
             "peak_gpu_mem_mib": result["peak_gpu_mem_mib"], "peak_gpu_reserved_mib": result["peak_gpu_reserved_mib"],
             "wall_s": result["wall_s"], "error": result["error"], "size": size}
+
+
+def memory_profile(args, kind, size, n, break_mode):
+    """A few updates of the benchmark's run with the allocator's history recorded: what is live at
+    the peak, by the line of code that allocated it (scripts/memory_at_peak.py)."""
+    from memory_at_peak import load_snapshot, peak_sites
+
+    snapshot = os.path.join(args.work_dir, f"memory_{kind}.pickle")
+    entries = 500_000  # a few updates at n = 4,096 make tens of thousands: the whole run is in the trace
+    cmd = mlm_command(args, kind, size, n, break_mode, args.memory_profile, 1e-4, 1, validate=False)
+    result = run_job(f"memory_{kind}", cmd, args, extra_env={"BENCH_MEMORY_SNAPSHOT": snapshot,
+                                                              "BENCH_MEMORY_SNAPSHOT_ENTRIES": str(entries)})
+    record = {"step": "memory_profile", "model": kind, "k": args.compressed_dim if kind == "linformer" else None,
+              "n": n, "sample_break_mode": break_mode, "max_tokens": args.max_tokens,
+              "num_updates": result["num_updates"], "peak_gpu_mem_mib": result["peak_gpu_mem_mib"],
+              "wall_s": result["wall_s"], "error": result["error"]}
+    if os.path.isfile(snapshot):
+        devices = peak_sites(load_snapshot(snapshot), top=15)
+        os.remove(snapshot)  # tens of MB of stacks; the summary keeps what matters
+        if devices:
+            record.update(trace_events=devices[0]["events"], whole_run=devices[0]["events"] < entries,
+                          trace_peak_mib=devices[0]["peak_mib"], sites=devices[0]["sites"])
+    elif not record["error"]:
+        record["error"] = "no allocator trace (no CUDA device)"
+    return record
 
 
 def convert(args, roberta_checkpoint, n):
@@ -354,6 +380,15 @@ def summary(records, manifest):
             lines += ["", f"linformer / roberta: {by['linformer']['wps'] / by['roberta']['wps']:.2f}x words/s, "
                       f"{by['linformer']['peak_gpu_mem_mib'] / by['roberta']['peak_gpu_mem_mib']:.2f}x peak memory"]
         lines.append("")
+    for r in (r for r in records if r["step"] == "memory_profile" and r.get("sites")):
+        name = f"linformer k={r['k']}" if r["model"] == "linformer" else r["model"]
+        scope = "the whole run" if r["whole_run"] else f"its last {r['trace_events']} allocator events"
+        lines += [f"## What is live at the peak: {name}, n = {r['n']} ({r['sample_break_mode']}, "
+                  f"{r['num_updates']} updates)", "",
+                  f"Peak allocated {_fmt(r['peak_gpu_mem_mib'])} MiB; the trace ({scope}) peaks at "
+                  f"{r['trace_peak_mib']:.0f} MiB, held by:", "", "| MiB | blocks | allocated at |", "|---|---|---|"]
+        lines += [f"| {s['mib']:.0f} | {s['blocks']} | `{s['site']}` |" for s in r["sites"]]
+        lines.append("")
     warm = [r for r in records if r["step"] in ("pretrain_roberta", "validate_roberta", "validate_converted", "mlm")]
     if warm:
         lines += ["## Warm start (masked-LM valid loss, base 2)", "", "| step | n | updates | valid loss | wall s |",
@@ -428,6 +463,13 @@ def parse_args(argv=None):
     p.add_argument("--bench-break-modes", nargs="+", default=["complete_doc"], choices=["complete_doc", "none"],
                    help="--sample-break-mode of the benchmark runs; none: every sample n tokens long "
                         "(default: complete_doc)")
+    p.add_argument("--memory-profile", type=int, default=0, metavar="UPDATES",
+                   help="after the benchmark, UPDATES more updates of each model (the first break mode) with the "
+                        "CUDA allocator's history recorded: what is live at the peak, by allocation site "
+                        "(0: none; 3 is enough)")
+    p.add_argument("--benchmark-only", action="store_true",
+                   help="only the benchmark (and --memory-profile): no RoBERTa pretraining, conversion or "
+                        "fine-tuning; the model size is --roberta-checkpoint's, else linformer_roberta_medium's")
     p.add_argument("--roberta-updates", type=int, default=700, help="without --roberta-checkpoint")
     p.add_argument("--roberta-lr", type=float, default=5e-4)
     p.add_argument("--mlm-updates", type=int, default=200, help="masked-LM updates at N after conversion (0: none)")
@@ -453,6 +495,8 @@ def parse_args(argv=None):
     p.add_argument("--tiny", action="store_true",
                    help="smoke mode: tiny models, a few updates, small batches (the test runs --tiny --cpu)")
     args = p.parse_args(argv)
+    if args.benchmark_only and args.bench_updates <= 0 and args.memory_profile <= 0:
+        p.error("--benchmark-only with --bench-updates 0 and no --memory-profile has nothing to run")
     if args.tiny:
         args.compressed_dim, args.max_tokens, args.log_interval = 16, 1024, 2
         args.bench_updates = min(args.bench_updates, 4)
@@ -519,14 +563,16 @@ def main(argv=None):
         if roberta:
             check_roberta(roberta, args, n)
 
-        bayes = background.submit(naive_bayes_records, (window, truncated), subsets)
-
         # 1. pretraining a roberta (if needed), then the benchmark runs: one at a time on a GPU, all at
         # once on a CPU (where the timings mean little)
-        steps = [] if args.roberta_checkpoint else [functools.partial(pretrain_roberta, args, size, t)]
+        steps = [] if args.roberta_checkpoint or args.benchmark_only else [
+            functools.partial(pretrain_roberta, args, size, t)]
         if args.bench_updates > 0:
             steps += [functools.partial(benchmark, args, kind, size, n, mode)
                       for mode in args.bench_break_modes for kind in ("linformer", "roberta")]
+        if args.memory_profile > 0:
+            steps += [functools.partial(memory_profile, args, kind, size, n, args.bench_break_modes[0])
+                      for kind in ("linformer", "roberta")]
         with ThreadPoolExecutor(max(1, len(steps)) if args.cpu else 1) as pool:
             futures = [pool.submit(step) for step in steps]  # one worker on a GPU: in order
             try:
@@ -542,6 +588,9 @@ def main(argv=None):
             finally:
                 for future in futures:
                     future.cancel()  # those not started yet
+        if args.benchmark_only:
+            return records
+        bayes = background.submit(naive_bayes_records, (window, truncated), subsets)  # CPU, beside the GPU runs
 
         # 2. warm start: convert, validate it at n, continue masked-LM training at n
         record = convert(args, args.roberta_checkpoint, n)
@@ -595,7 +644,7 @@ def main(argv=None):
         if own_work:
             shutil.rmtree(args.work_dir, ignore_errors=True)
         log(f"total {time.time() - started:.0f} s; results in {results_path}")
-    print(summary(records, manifest))
+        print(summary(records, manifest))  # also what was measured before an error
     return records
 
 

@@ -58,8 +58,10 @@ def replay(events):
     return peak, _replay(events, peak_at)[0]
 
 
-def summarize(snapshot, top=25):
-    lines = []
+def peak_sites(snapshot, top=25):
+    """Per device with events: {"device", "events", "peak_mib", "sites": [{"mib", "blocks", "site"}]},
+    the sites that hold the most at the peak first."""
+    devices = []
     for device, events in enumerate(snapshot.get("device_traces", [])):
         if not events:
             continue
@@ -69,12 +71,33 @@ def summarize(snapshot, top=25):
             entry = by_site[site(frames)]
             entry[0] += size
             entry[1] += 1
-        lines.append(f"device {device}: {len(events)} events; peak of what they allocate: {peak / 2**20:.1f} MiB")
+        ranked = sorted(by_site.items(), key=lambda kv: -kv[1][0])[:top]
+        devices.append({"device": device, "events": len(events), "peak_mib": round(peak / 2**20, 1),
+                        "sites": [{"mib": round(size / 2**20, 1), "blocks": count, "site": name}
+                                  for name, (size, count) in ranked]})
+    return devices
+
+
+def summarize(snapshot, top=25):
+    lines = []
+    for d in peak_sites(snapshot, top):
+        lines.append(f"device {d['device']}: {d['events']} events; peak of what they allocate: {d['peak_mib']:.1f} MiB")
         lines.append("| MiB | blocks | allocated at |")
         lines.append("|---|---|---|")
-        for name, (size, count) in sorted(by_site.items(), key=lambda kv: -kv[1][0])[:top]:
-            lines.append(f"| {size / 2**20:.1f} | {count} | {name} |")
+        lines += [f"| {s['mib']:.1f} | {s['blocks']} | {s['site']} |" for s in d["sites"]]
     return "\n".join(lines) if lines else "no allocator events in this snapshot"
+
+
+def load_snapshot(path):
+    try:
+        with open(path, "rb") as f:
+            snapshot = pickle.load(f)  # noqa: S301  (a file the user made with _dump_snapshot)
+    except (OSError, pickle.UnpicklingError, EOFError) as exc:
+        raise SystemExit(f"cannot read {path} as a CUDA memory snapshot: {exc}")
+    if not isinstance(snapshot, dict) or "device_traces" not in snapshot:
+        raise SystemExit(f"{path} is not a CUDA memory snapshot (no device_traces); make one with "
+                         "BENCH_MEMORY_SNAPSHOT=PATH python scripts/_train_with_peak_memory.py ...")
+    return snapshot
 
 
 def main(argv=None):
@@ -82,14 +105,7 @@ def main(argv=None):
     p.add_argument("snapshot", help="a pickle from torch.cuda.memory._dump_snapshot")
     p.add_argument("--top", type=int, default=25, help="how many allocation sites to list")
     args = p.parse_args(argv)
-    try:
-        with open(args.snapshot, "rb") as f:
-            snapshot = pickle.load(f)  # noqa: S301  (a file the user made with _dump_snapshot)
-    except (OSError, pickle.UnpicklingError, EOFError) as exc:
-        raise SystemExit(f"cannot read {args.snapshot} as a CUDA memory snapshot: {exc}")
-    if not isinstance(snapshot, dict) or "device_traces" not in snapshot:
-        raise SystemExit(f"{args.snapshot} is not a CUDA memory snapshot (no device_traces); make one with "
-                         "BENCH_MEMORY_SNAPSHOT=PATH python scripts/_train_with_peak_memory.py ...")
+    snapshot = load_snapshot(args.snapshot)
     print(summarize(snapshot, args.top))
 
 

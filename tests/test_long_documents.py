@@ -289,3 +289,36 @@ def test_long_context_study_cpu_smoke(long_docs, data_bin, tmp_path):
         assert 0 <= r["valid_accuracy"] <= 100 and 0 <= r["test_accuracy"] <= 100, r
         assert r["valid_examples"] == manifest["examples"]["valid"]["total"]
     assert "| window-" in (out / "summary.md").read_text()
+
+
+def test_long_context_study_benchmark_only(long_docs, data_bin, tmp_path):
+    """--benchmark-only measures the two models and nothing else; --memory-profile adds a traced run
+    of each (on a CPU there is no allocator trace, and the record says so)."""
+    destdir, _, _ = long_docs
+    out = tmp_path / "bench"
+    log = run([sys.executable, os.path.join(REPO, "scripts", "long_context_study.py"), "--tiny", "--cpu",
+               "--benchmark-only", "--memory-profile", "1", "--data-bin", data_bin, "--long-docs", destdir,
+               "--out-dir", str(out)])
+    records = [json.loads(line) for line in open(out / "results.jsonl")]
+    assert [(r["step"], r["model"]) for r in records] == [
+        ("benchmark", "linformer"), ("benchmark", "roberta"),
+        ("memory_profile", "linformer"), ("memory_profile", "roberta")], log[-3000:]
+    assert all(r["wps"] > 0 and not r["error"] for r in records[:2]), records
+    assert all(r["num_updates"] == 1 and "no CUDA" in r["error"] for r in records[2:]), records
+    assert "Masked-LM training at n" in (out / "summary.md").read_text()
+
+
+def test_study_summary_lists_what_is_live_at_the_peak():
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    from long_context_study import summary
+
+    sites = [{"mib": 2048.4, "blocks": 16, "site": "linformer_plugin/modules/x.py:10 forward"},
+             {"mib": 512.0, "blocks": 8, "site": "fairseq/modules/y.py:20 forward"}]
+    record = {"step": "memory_profile", "model": "linformer", "k": 256, "n": 4096, "sample_break_mode": "complete_doc",
+              "num_updates": 3, "peak_gpu_mem_mib": 15529.0, "trace_events": 40000, "whole_run": True,
+              "trace_peak_mib": 15500.2, "sites": sites, "error": None}
+    text = summary([record], {"examples": {}})
+    assert "What is live at the peak: linformer k=256, n = 4096 (complete_doc, 3 updates)" in text
+    assert "the whole run" in text and "| 2048 | 16 | `linformer_plugin/modules/x.py:10 forward` |" in text
+    partial = summary([dict(record, whole_run=False)], {"examples": {}})
+    assert "its last 40000 allocator events" in partial
