@@ -7,7 +7,8 @@
 The snapshot (``torch.cuda.memory._dump_snapshot``) keeps the last N allocator events. Replaying
 them gives the bytes allocated *within that window* and still live, at each event; at the highest
 point the live blocks are grouped by the code that allocated them: the innermost stack frame in
-linformer_plugin, else in fairseq, else the innermost frame at all. Memory allocated before the
+linformer_plugin or fairseq (a fairseq layer's own line, not the plugin's encoder that called it;
+never the training entry points every stack passes through), else the innermost frame at all. Memory allocated before the
 window (parameters, optimizer state) is not in the replay, so the numbers are what a step adds:
 activations, kept tensors and temporaries, which is what differs between two attention variants.
 """
@@ -17,6 +18,8 @@ import pickle
 from collections import defaultdict
 
 OURS, FAIRSEQ = "linformer_plugin", "fairseq"
+# frames on every stack of a run (the training entry points): never the name of an allocation
+WRAPPERS = ("_train_with_peak_memory", "linformer_plugin/precision.py", "fairseq_cli/")
 
 
 def site(frames):
@@ -29,10 +32,10 @@ def site(frames):
                 break
         return f"{name}:{f.get('line', 0)} {f.get('name', '?')}"
 
-    for marker in (OURS, FAIRSEQ):
-        for frame in frames:
-            if marker in frame.get("filename", "") and "_train_with_peak_memory" not in frame.get("filename", ""):
-                return fmt(frame)
+    for frame in frames:  # innermost first: the plugin's or fairseq's line nearest the allocation
+        name = frame.get("filename", "")
+        if (OURS in name or FAIRSEQ in name) and not any(w in name for w in WRAPPERS):
+            return fmt(frame)
     return fmt(frames[0]) if frames else "(no stack)"
 
 

@@ -138,6 +138,10 @@ def test_memory_at_peak_replays_a_snapshot_to_its_peak(tmp_path):
     ours = frames("/x/torch/nn/functional.py", "/x/linformer_plugin/modules/sequence_projection.py", "/x/fairseq/y.py")
     theirs = frames("/x/torch/a.py", "/x/fairseq/modules/multihead_attention.py")
     other = frames("/x/torch/autograd.py")
+    # a fairseq layer called by the plugin's encoder, under the entry points: the layer's line
+    layer = frames("/x/torch/nn/functional.py", "/x/fairseq/modules/transformer_layer.py",
+                   "/x/linformer_plugin/modules/linformer_encoder.py", "/x/linformer_plugin/precision.py",
+                   "/x/fairseq_cli/train.py", "/x/scripts/_train_with_peak_memory.py")
     events = [
         {"action": "free_completed", "addr": 99, "size": 5 * mib},  # allocated before the window: ignored
         {"action": "alloc", "addr": 1, "size": 64 * mib, "frames": ours},
@@ -147,17 +151,20 @@ def test_memory_at_peak_replays_a_snapshot_to_its_peak(tmp_path):
         {"action": "free_completed", "addr": 3, "size": 8 * mib},
         {"action": "alloc", "addr": 4, "size": 16 * mib, "frames": ours},  # 64 + 32 + 16 = 112 live
         {"action": "free_completed", "addr": 1, "size": 64 * mib},
-        {"action": "alloc", "addr": 5, "size": 70 * mib, "frames": other},  # 32 + 16 + 70 = 118: the peak
+        {"action": "alloc", "addr": 5, "size": 70 * mib, "frames": other},  # 32 + 16 + 70 = 118
+        {"action": "alloc", "addr": 6, "size": 4 * mib, "frames": layer},  # 122: the peak
+        {"action": "free_completed", "addr": 6, "size": 4 * mib},
     ]
     path = tmp_path / "snap.pickle"
     path.write_bytes(pickle.dumps({"segments": [], "device_traces": [events]}))
     out = subprocess.run([sys.executable, os.path.join(SCRIPTS, "memory_at_peak.py"), str(path)],
                          capture_output=True, text=True, check=True).stdout
-    assert "peak of what they allocate: 118.0 MiB" in out
+    assert "peak of what they allocate: 122.0 MiB" in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "MiB" not in line]
     assert rows == ["| 70.0 | 1 | /x/torch/autograd.py:1 f0 |",
                     "| 32.0 | 1 | fairseq/modules/multihead_attention.py:2 f1 |",
-                    "| 16.0 | 1 | linformer_plugin/modules/sequence_projection.py:2 f1 |"]
+                    "| 16.0 | 1 | linformer_plugin/modules/sequence_projection.py:2 f1 |",
+                    "| 4.0 | 1 | fairseq/modules/transformer_layer.py:2 f1 |"]
     bad = tmp_path / "bad.pickle"
     bad.write_bytes(pickle.dumps({"segments": []}))
     proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, "memory_at_peak.py"), str(bad)],

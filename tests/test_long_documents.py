@@ -322,3 +322,17 @@ def test_study_summary_lists_what_is_live_at_the_peak():
     assert "the whole run" in text and "| 2048 | 16 | `linformer_plugin/modules/x.py:10 forward` |" in text
     partial = summary([dict(record, whole_run=False)], {"examples": {}})
     assert "its last 40000 allocator events" in partial
+
+
+def test_benchmark_words_per_second_over_the_second_half():
+    """The study's words/s: words over seconds of the intervals that start in the second half of
+    the updates (the first ones run slower while variable shapes settle)."""
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    from long_context_study import steady_wps
+
+    inner = [{"num_updates": "20", "ups": "1", "wpb": "100"},  # settling: left out
+             {"num_updates": "40", "ups": "2", "wpb": "100"},  # starts at 20 < 30: left out
+             {"num_updates": "60", "ups": "4", "wpb": "100"},  # 2,000 words in 5 s
+             {"num_updates": "80", "ups": "5", "wpb": "200"}]  # 4,000 words in 4 s
+    assert steady_wps(inner, settle=0.375) == round(6000 / 9)
+    assert steady_wps([]) is None
