@@ -480,7 +480,8 @@ def parse_args(argv=None):
     p.add_argument("--work-dir", help="checkpoints (default: a temporary directory, removed at the end)")
     p.add_argument("--compressed-dim", type=int, default=256, help="k (default 256)")
     p.add_argument("--max-tokens", type=int, default=65536, help="tokens per masked-LM batch (default 65536)")
-    p.add_argument("--bench-updates", type=int, default=100, help="0 skips the benchmark")
+    p.add_argument("--bench-updates", type=int, default=200,
+                   help="updates per benchmark run; words/s over the second half (0 skips the benchmark)")
     p.add_argument("--bench-break-modes", nargs="+", default=["complete_doc"], choices=["complete_doc", "none"],
                    help="--sample-break-mode of the benchmark runs; none: every sample n tokens long "
                         "(default: complete_doc)")
