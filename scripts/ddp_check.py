@@ -64,6 +64,7 @@ REPO_ROOT = os.path.dirname(SCRIPTS)
 for path in (REPO_ROOT, SCRIPTS):
     if path not in sys.path:
         sys.path.insert(0, path)
+from _fairseq_commands import adam_polynomial, masked_lm  # noqa: E402
 from _fairseq_logs import error_line, json_records  # noqa: E402
 from benchmark_train import environment, train_command  # noqa: E402
 from linformer_plugin.io import atomic_write_text, write_jsonl  # noqa: E402
@@ -649,13 +650,9 @@ def model_flags(args, mode_flags, reference=False):
 
 def train_flags(args, batch, updates, log_interval, lr, warmup, precision, dropout=None, validate=False,
                 break_mode="none", extra=(), save_every=None):
-    flags = [
-        args.data_bin, "--task", "masked_lm", "--criterion", "masked_lm",
-        "--tokens-per-sample", str(args.tokens_per_sample), "--sample-break-mode", break_mode,
+    flags = [args.data_bin] + masked_lm(args.tokens_per_sample, break_mode) + [
         "--batch-size", str(batch), "--required-batch-size-multiple", "1",
-        "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-06", "--weight-decay", "0.01",
-        "--clip-norm", "0", "--lr", str(lr), "--lr-scheduler", "polynomial_decay",
-        "--warmup-updates", str(warmup), "--total-num-update", str(updates), "--max-update", str(updates),
+    ] + adam_polynomial(lr, updates, warmup, 0.01, 0) + [
         "--log-format", "json", "--log-interval", str(log_interval), "--seed", str(args.seed),
         "--save-dir", "checkpoints",
     ]

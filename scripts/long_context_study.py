@@ -48,15 +48,11 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO_ROOT, "scripts")
 PLUGIN_DIR = os.path.join(REPO_ROOT, "linformer_plugin")
 WRAPPER = os.path.join(SCRIPTS, "_train_with_peak_memory.py")
-SIZE_KEYS = ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads")
-# the size the lead's roberta at 512 has: linformer_roberta_medium's
-DEFAULT_SIZE = {"encoder_layers": 8, "encoder_embed_dim": 512, "encoder_ffn_embed_dim": 2048,
-                "encoder_attention_heads": 8}
-TINY_SIZE = {"encoder_layers": 2, "encoder_embed_dim": 64, "encoder_ffn_embed_dim": 128,
-             "encoder_attention_heads": 2}
 _lock = threading.Lock()
 
 sys.path.insert(0, SCRIPTS)
+from _fairseq_commands import (DROPOUT, SIZE_KEYS, STUDY_SIZE, TINY_SIZE, adam_polynomial, masked_lm,  # noqa: E402
+                               restore as restore_flags, sentence_prediction, size_flags)
 from _fairseq_logs import json_records, run_logged  # noqa: E402  (light: no torch, no fairseq)
 
 
@@ -108,19 +104,15 @@ def run_job(name, cmd, args, timeout=None, extra_env=None):
     return result
 
 
-def size_flags(size):
-    return [flag for key in SIZE_KEYS for flag in (f"--{key.replace('_', '-')}", str(size[key]))]
-
-
 def device_flags(args):
     if args.cpu:
         return ["--cpu"]
     return ["--fp16"]
 
 
-def common_train_flags(args, save_dir=None):
+def common_train_flags(args, save_dir=None, seed=None):
     flags = ["--log-format", "json", "--log-interval", str(args.log_interval), "--num-workers", str(args.num_workers),
-             "--distributed-world-size", "1", "--seed", str(args.seed)] + device_flags(args)
+             "--distributed-world-size", "1", "--seed", str(args.seed if seed is None else seed)] + device_flags(args)
     if save_dir is None:
         flags += ["--no-save"]
     else:
@@ -138,19 +130,14 @@ def model_flags(kind, size, args, max_positions, arch=None):
 
 def mlm_command(args, kind, size, n, break_mode, max_update, lr, warmup, save_dir=None, restore=None,
                 validate=True, arch=None):
-    cmd = [args.python, WRAPPER, args.data_bin, "--task", "masked_lm", "--criterion", "masked_lm",
-           "--tokens-per-sample", str(n), "--sample-break-mode", break_mode, "--max-tokens", str(args.max_tokens),
-           "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-6", "--weight-decay", "0.01",
-           "--clip-norm", "1.0", "--lr", str(lr), "--lr-scheduler", "polynomial_decay",
-           "--warmup-updates", str(warmup), "--total-num-update", str(max_update), "--max-update", str(max_update),
-           "--dropout", "0.1", "--attention-dropout", "0.1",
-           # a paragraph longer than n makes a longer block: fairseq drops it from training with a
-           # warning, and from validation only when told to
-           "--skip-invalid-size-inputs-valid-test"]
+    cmd = [args.python, WRAPPER, args.data_bin] + masked_lm(n, break_mode) + [
+        "--max-tokens", str(args.max_tokens)] + adam_polynomial(lr, max_update, warmup, 0.01, 1.0) + DROPOUT + [
+        # a paragraph longer than n makes a longer block: fairseq drops it from training with a
+        # warning, and from validation only when told to
+        "--skip-invalid-size-inputs-valid-test"]
     cmd += model_flags(kind, size, args, n, arch) + common_train_flags(args, save_dir)
     if restore:
-        cmd += ["--restore-file", restore, "--reset-optimizer", "--reset-lr-scheduler", "--reset-meters",
-                "--reset-dataloader"]
+        cmd += restore_flags(restore)
     cmd += [] if validate else ["--disable-validation"]
     return cmd
 
@@ -300,21 +287,14 @@ def continue_mlm(args, size, checkpoint, n):
 def finetune(args, job):
     """job: {"model", "kind", "arch", "size", "variant", "data", "n", "max_positions", "checkpoint", "start", "seed",
     "examples", "num_classes", "subsets"}"""
-    cmd = [args.python, WRAPPER, job["data"], "--task", "sentence_prediction", "--criterion", "sentence_prediction",
-           "--num-classes", str(job["num_classes"]), "--init-token", "0", "--separator-token", "2",
-           "--restore-file", job["checkpoint"], "--reset-optimizer", "--reset-dataloader", "--reset-meters",
-           "--reset-lr-scheduler",
-           "--batch-size", str(args.ft_batch_size), "--update-freq", str(args.ft_update_freq),
-           "--batch-size-valid", str(max(16, args.ft_batch_size)),
-           "--required-batch-size-multiple", "1", "--valid-subset", ",".join(job["subsets"]),
-           "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-6", "--weight-decay", "0.1",
-           "--clip-norm", "0.0", "--lr", str(args.ft_lr), "--lr-scheduler", "polynomial_decay",
-           "--warmup-updates", str(max(1, args.ft_updates * 6 // 100)), "--total-num-update", str(args.ft_updates),
-           "--max-update", str(args.ft_updates), "--dropout", "0.1",
-           "--attention-dropout", "0.1", "--best-checkpoint-metric", "accuracy", "--maximize-best-checkpoint-metric"]
+    cmd = [args.python, WRAPPER, job["data"]] + sentence_prediction(job["num_classes"]) + restore_flags(
+        job["checkpoint"]) + [
+        "--batch-size", str(args.ft_batch_size), "--update-freq", str(args.ft_update_freq),
+        "--batch-size-valid", str(max(16, args.ft_batch_size)),
+        "--required-batch-size-multiple", "1", "--valid-subset", ",".join(job["subsets"])]
+    cmd += adam_polynomial(args.ft_lr, args.ft_updates, max(1, args.ft_updates * 6 // 100), 0.1, 0.0) + DROPOUT
     cmd += model_flags(job["kind"], job["size"], args, job["max_positions"], job.get("arch"))
-    cmd += common_train_flags(args)
-    cmd[cmd.index("--seed") + 1] = str(job["seed"])
+    cmd += common_train_flags(args, seed=job["seed"])
     name = f"finetune_{job['model']}_{job['variant']}_seed{job['seed']}"
     result = run_job(name, cmd, args)
     stats = result["records"]
@@ -581,7 +561,7 @@ def main(argv=None):
             size = roberta["size"]
             log(f"roberta checkpoint: {size}, max_positions {roberta['max_positions']}, arch {roberta['arch']}")
         else:
-            size = TINY_SIZE if args.tiny else DEFAULT_SIZE
+            size = TINY_SIZE if args.tiny else STUDY_SIZE
         if roberta:
             check_roberta(roberta, args, n)
 

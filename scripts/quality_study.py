@@ -47,15 +47,12 @@ from typing import List, Optional
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+from _fairseq_commands import (DROPOUT, STUDY_SIZE, TINY_SIZE, adam_polynomial, masked_lm,  # noqa: E402
+                               restore, sentence_prediction, size_flags)
 from _fairseq_logs import error_line, json_records, run_logged  # noqa: E402
 from linformer_plugin.io import write_jsonl  # noqa: E402
 
 PLUGIN_DIR = os.path.join(REPO_ROOT, "linformer_plugin")
-# the study's model: 8 layers x 512, 8 heads (~25M parameters besides the embeddings)
-SIZE_FLAGS = ["--encoder-layers", "8", "--encoder-embed-dim", "512", "--encoder-ffn-embed-dim", "2048",
-              "--encoder-attention-heads", "8"]
-TINY_SIZE_FLAGS = ["--encoder-layers", "2", "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
-                   "--encoder-attention-heads", "2"]
 
 
 @dataclass
@@ -224,9 +221,9 @@ class Study:
         print(f"[{time.strftime('%H:%M:%S')}] {log_name}: rc={rc} in {time.time() - started:.0f}s", flush=True)
         return rc, text, round(time.time() - started, 1)
 
-    def _common(self):
+    def _common(self, seed=None):
         a = self.args
-        flags = ["--num-workers", "2", "--seed", str(a.seed), "--log-format", "json"]
+        flags = ["--num-workers", "2", "--seed", str(a.seed if seed is None else seed), "--log-format", "json"]
         flags += ["--cpu"] if a.cpu else [f"--{a.precision}"]
         if not a.cpu:
             flags += ["--distributed-world-size", "1"]
@@ -238,19 +235,15 @@ class Study:
             flags = ["--user-dir", PLUGIN_DIR, "--arch", "linformer_roberta_base", "--compressed-dim", str(run.k)]
         else:  # the plugin's user dir for its safe torch.load of fairseq checkpoints (torch >= 2.6)
             flags = ["--user-dir", PLUGIN_DIR, "--arch", "roberta_base"]
-        flags += TINY_SIZE_FLAGS if a.tiny else SIZE_FLAGS
+        flags += size_flags(TINY_SIZE if a.tiny else STUDY_SIZE)  # 8 x 512: ~25M parameters besides embeddings
         return flags + ["--max-positions", str(run.n)] + run.flags
 
     def pretrain_command(self, run, save_dir):
         a = self.args
         batch = max(1, a.tokens // run.n)
-        return [sys.executable, "-m", "fairseq_cli.train", a.data] + self.model_flags(run) + [
-            "--task", "masked_lm", "--criterion", "masked_lm", "--tokens-per-sample", str(run.n),
-            "--sample-break-mode", "complete", "--batch-size", str(batch), "--batch-size-valid", str(batch),
-            "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-6", "--weight-decay", "0.01",
-            "--clip-norm", "1.0", "--lr", str(a.lr), "--lr-scheduler", "polynomial_decay",
-            "--warmup-updates", str(max(1, a.max_update // 10)), "--total-num-update", str(a.max_update),
-            "--max-update", str(a.max_update), "--dropout", "0.1", "--attention-dropout", "0.1",
+        return [sys.executable, "-m", "fairseq_cli.train", a.data] + self.model_flags(run) + masked_lm(
+            run.n, "complete") + ["--batch-size", str(batch), "--batch-size-valid", str(batch)] + adam_polynomial(
+            a.lr, a.max_update, max(1, a.max_update // 10), 0.01, 1.0) + DROPOUT + [
             "--validate-interval-updates", str(a.valid_interval), "--validate-interval", "1000",
             "--save-interval", "1000", "--save-interval-updates", "0", "--no-epoch-checkpoints",
             "--save-dir", save_dir, "--log-interval", str(a.log_interval),
@@ -259,23 +252,13 @@ class Study:
 
     def finetune_command(self, run, pretrained, save_dir, seed=None):
         a = self.args
-        common = self._common()
-        if seed is not None:
-            common[common.index("--seed") + 1] = str(seed)
-        return [sys.executable, "-m", "fairseq_cli.train", a.sst2] + self.model_flags(run) + [
-            "--task", "sentence_prediction", "--criterion", "sentence_prediction", "--num-classes", "2",
-            "--init-token", "0", "--separator-token", "2", "--restore-file", pretrained,
-            "--reset-optimizer", "--reset-dataloader", "--reset-meters", "--reset-lr-scheduler",
-            "--batch-size", "32", "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-6",
-            "--weight-decay", "0.1", "--clip-norm", "0.0", "--lr", str(a.finetune_lr),
-            "--lr-scheduler", "polynomial_decay", "--warmup-updates", str(max(1, a.finetune_updates * 6 // 100)),
-            "--total-num-update", str(a.finetune_updates), "--max-update", str(a.finetune_updates),
-            "--dropout", "0.1", "--attention-dropout", "0.1",
-            "--best-checkpoint-metric", "accuracy", "--maximize-best-checkpoint-metric",
+        return [sys.executable, "-m", "fairseq_cli.train", a.sst2] + self.model_flags(run) + sentence_prediction(
+            2) + restore(pretrained) + ["--batch-size", "32"] + adam_polynomial(
+            a.finetune_lr, a.finetune_updates, max(1, a.finetune_updates * 6 // 100), 0.1, 0.0) + DROPOUT + [
             "--validate-interval-updates", str(a.finetune_valid_interval), "--save-interval-updates",
             str(a.finetune_valid_interval), "--keep-interval-updates", "1", "--no-epoch-checkpoints",
             "--save-dir", save_dir, "--log-interval", str(a.log_interval), "--skip-invalid-size-inputs-valid-test",
-        ] + common
+        ] + self._common(seed)
 
     def validate_command(self, run, checkpoint, subset):
         a = self.args
