@@ -543,6 +543,32 @@ class Checker:
             rec["train_wall_s"] = wall[-1]
         self.add(rec)
 
+    @staticmethod
+    def _tag_fields(rec, tag, result, **keys):
+        """One run of a pair: its rc, error and log, and each of ``keys`` (name=default), as NAME_TAG."""
+        rec[f"rc_{tag}"] = result.get("rc")
+        rec[f"error_{tag}"] = result.get("error") or result.get("status")
+        rec[f"log_{tag}"] = result.get("log")
+        for key, default in keys.items():
+            rec[f"{key}_{tag}"] = result.get(key, default)
+
+    @staticmethod
+    def _loss_diffs(first, second):
+        """Per-update losses of two runs ({update: loss}) and |difference| at the updates both logged."""
+        a = dict(zip(first.get("updates", []), first.get("losses", [])))
+        b = dict(zip(second.get("updates", []), second.get("losses", [])))
+        return a, b, [abs(a[u] - b[u]) for u in sorted(set(a) & set(b))
+                      if isinstance(a[u], float) and isinstance(b[u], float)]
+
+    def _compare_losses(self, rec, first, second, expected):
+        """updates_compared, max_abs_diff (and mean), tolerance; True if every expected update agrees."""
+        a, b, diffs = self._loss_diffs(first, second)
+        rec["updates_compared"] = len(diffs)
+        rec["max_abs_diff"] = max(diffs) if diffs else None
+        rec["mean_abs_diff"] = sum(diffs) / len(diffs) if diffs else None
+        rec["tolerance"] = self.args.loss_tolerance
+        return a, b, bool(diffs) and len(diffs) == expected and rec["max_abs_diff"] <= self.args.loss_tolerance
+
     def record_loss(self, run):
         pair = run.meta["pair"]
         if not self._pair_ready(pair, (pair + "_1gpu", pair + "_2gpu")):
@@ -553,24 +579,13 @@ class Checker:
         rec["batch_1gpu"], rec["batch_per_gpu_2gpu"] = one.meta["batch"], two.meta["batch"]
         rec.pop("batch", None)
         for tag, r in (("1gpu", one.result), ("2gpu", two.result)):
-            rec[f"rc_{tag}"] = r.get("rc")
-            rec[f"error_{tag}"] = r.get("error") or r.get("status")
-            rec[f"losses_{tag}"] = r.get("losses", [])
-            rec[f"log_{tag}"] = r.get("log")
-            rec[f"command_{tag}"] = r.get("command")
-        a = dict(zip(one.result.get("updates", []), one.result.get("losses", [])))
-        b = dict(zip(two.result.get("updates", []), two.result.get("losses", [])))
-        common = sorted(set(a) & set(b))
-        diffs = [abs(a[u] - b[u]) for u in common if isinstance(a[u], float) and isinstance(b[u], float)]
-        rec["updates_compared"] = len(diffs)
-        rec["max_abs_diff"] = max(diffs) if diffs else None
-        rec["mean_abs_diff"] = sum(diffs) / len(diffs) if diffs else None
-        rec["tolerance"] = self.args.loss_tolerance
+            self._tag_fields(rec, tag, r, losses=[], command=None)
         expected = one.meta["expected_updates"]
-        rec["ok"] = bool(diffs) and len(diffs) == expected and rec["max_abs_diff"] <= self.args.loss_tolerance
+        _, _, rec["ok"] = self._compare_losses(rec, one.result, two.result, expected)
         if not rec["ok"]:
             rec["error"] = rec["error_1gpu"] or rec["error_2gpu"] or (
-                f"compared {len(diffs)} of {expected} updates" if len(diffs) != expected else "losses differ")
+                f"compared {rec['updates_compared']} of {expected} updates" if rec["updates_compared"] != expected
+                else "losses differ")
         self.add(rec)
 
     def record_resume(self, run):
@@ -581,28 +596,20 @@ class Checker:
         rec = {"section": "resume", "name": pair, "unit": "process" if self.args.cpu else "GPU"}
         rec.update({k: v for k, v in cut.meta.items() if k not in ("pair",)})
         for tag, r in (("whole", whole.result), ("stopped", cut.result)):
-            rec[f"rc_{tag}"] = r.get("rc")
-            rec[f"error_{tag}"] = r.get("error") or r.get("status")
-            rec[f"losses_{tag}"] = r.get("losses", [])
-            rec[f"log_{tag}"] = r.get("log")
+            self._tag_fields(rec, tag, r, losses=[])
         for key in ("part1_stopped", "part1_max_update", "part2_first_update", "resumed_from_checkpoint_last",
                     "log_part2", "command"):
             rec[key] = cut.result.get(key)
-        a = dict(zip(whole.result.get("updates", []), whole.result.get("losses", [])))
-        b = dict(zip(cut.result.get("updates", []), cut.result.get("losses", [])))
-        diffs = [abs(a[u] - b[u]) for u in sorted(set(a) & set(b)) if isinstance(a[u], float) and isinstance(b[u], float)]
-        rec["updates_compared"] = len(diffs)
-        rec["max_abs_diff"] = max(diffs) if diffs else None
+        expected = cut.meta["expected_updates"]
+        a, b, agree = self._compare_losses(rec, whole.result, cut.result, expected)
         rec["max_abs_diff_after_restart"] = max(
             (abs(a[u] - b[u]) for u in b if u > cut.meta["stop_at"] and u in a
              and isinstance(a[u], float) and isinstance(b[u], float)), default=None)
-        rec["tolerance"] = self.args.loss_tolerance
-        expected = cut.meta["expected_updates"]
-        rec["ok"] = (bool(diffs) and len(diffs) == expected and rec["max_abs_diff"] <= self.args.loss_tolerance
-                     and rec["resumed_from_checkpoint_last"] and rec["part2_first_update"] == cut.meta["stop_at"] + 1)
+        rec["ok"] = (agree and rec["resumed_from_checkpoint_last"]
+                     and rec["part2_first_update"] == cut.meta["stop_at"] + 1)
         if not rec["ok"]:
             rec["error"] = rec["error_whole"] or rec["error_stopped"] or (
-                f"compared {len(diffs)} of {expected} updates" if len(diffs) != expected else
+                f"compared {rec['updates_compared']} of {expected} updates" if rec["updates_compared"] != expected else
                 "the restart did not continue at its checkpoint" if rec["part2_first_update"] != cut.meta["stop_at"] + 1
                 else "losses differ")
         self.add(rec)
@@ -618,11 +625,7 @@ class Checker:
             wps = [e["wps"] for e in r.get("entries", []) if isinstance(e.get("wps"), float)][skip:]
             rec[f"wps_{tag}_intervals"] = wps
             rec[f"wps_{tag}"] = statistics.median(wps) if wps else None
-            rec[f"rc_{tag}"] = r.get("rc")
-            rec[f"error_{tag}"] = r.get("error") or r.get("status")
-            rec[f"log_{tag}"] = r.get("log")
-            rec[f"command_{tag}"] = r.get("command")
-            rec[f"wall_s_{tag}"] = r.get("wall_s")
+            self._tag_fields(rec, tag, r, command=None, wall_s=None)
         if rec["wps_1gpu"] and rec["wps_2gpu"]:
             rec["efficiency"] = round(rec["wps_2gpu"] / (2 * rec["wps_1gpu"]), 4)
             rec["ok"] = True
