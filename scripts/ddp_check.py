@@ -552,17 +552,13 @@ class Checker:
         for key, default in keys.items():
             rec[f"{key}_{tag}"] = result.get(key, default)
 
-    @staticmethod
-    def _loss_diffs(first, second):
-        """Per-update losses of two runs ({update: loss}) and |difference| at the updates both logged."""
+    def _compare_losses(self, rec, first, second, expected):
+        """Two runs' per-update losses, compared at the updates both logged: updates_compared,
+        max_abs_diff (and mean), tolerance in ``rec``; returns ({update: loss} of each, whether every
+        expected update agrees)."""
         a = dict(zip(first.get("updates", []), first.get("losses", [])))
         b = dict(zip(second.get("updates", []), second.get("losses", [])))
-        return a, b, [abs(a[u] - b[u]) for u in sorted(set(a) & set(b))
-                      if isinstance(a[u], float) and isinstance(b[u], float)]
-
-    def _compare_losses(self, rec, first, second, expected):
-        """updates_compared, max_abs_diff (and mean), tolerance; True if every expected update agrees."""
-        a, b, diffs = self._loss_diffs(first, second)
+        diffs = [abs(a[u] - b[u]) for u in sorted(set(a) & set(b)) if isinstance(a[u], float) and isinstance(b[u], float)]
         rec["updates_compared"] = len(diffs)
         rec["max_abs_diff"] = max(diffs) if diffs else None
         rec["mean_abs_diff"] = sum(diffs) / len(diffs) if diffs else None

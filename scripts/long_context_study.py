@@ -65,9 +65,9 @@ def log(message):
 
 
 def run_job(name, cmd, args, timeout=None, extra_env=None):
-    """One subprocess in its own session (killed whole on timeout); its output in OUT/logs/NAME.log,
-    with ``extra_env`` added to this process's environment. Returns {"rc", "wall_s", "error", "text", "records" (its json_records)}, with benchmark_train's
-    parse (wps, peak memory)."""
+    """One subprocess in its own session (killed whole on timeout), with ``extra_env`` added to this
+    process's environment; its output in OUT/logs/NAME.log. Returns {"rc", "wall_s", "error", "text",
+    "records" (its json_records)}, with benchmark_train's parse (wps, peak memory)."""
     log_path = os.path.join(args.out_dir, "logs", f"{name}.log")
     workdir = os.path.join(args.work_dir, "cwd", name)  # fairseq may write checkpoints/crash.pt here
     os.makedirs(workdir, exist_ok=True)
@@ -208,14 +208,23 @@ def steady_wps(inner, settle=0.5):
     return round(words / seconds) if seconds else None
 
 
+def _run_fields(args, kind, n, break_mode):
+    """What a benchmark or memory-profile record says of its run."""
+    return {"model": kind, "k": args.compressed_dim if kind == "linformer" else None, "n": n,
+            "sample_break_mode": break_mode, "max_tokens": args.max_tokens}
+
+
+def _model_name(record):
+    return f"linformer k={record['k']}" if record["model"] == "linformer" else record["model"]
+
+
 def benchmark(args, kind, size, n, break_mode="complete_doc"):
     cmd = mlm_command(args, kind, size, n, break_mode, args.bench_updates, 1e-4, 10, validate=False)
     name = f"benchmark_{kind}" + ("" if break_mode == "complete_doc" else f"_{break_mode}")
     result = run_job(name, cmd, args)
     inner = result["records"].get("train_inner", [])
     mean_len = round(inner[-1]["wpb"] / inner[-1]["bsz"], 1) if inner and inner[-1].get("bsz") else None
-    return {"step": "benchmark", "model": kind, "k": args.compressed_dim if kind == "linformer" else None,
-            "n": n, "sample_break_mode": break_mode, "max_tokens": args.max_tokens,
+    return {"step": "benchmark", **_run_fields(args, kind, n, break_mode),
             "max_update": args.bench_updates, "num_updates": result["num_updates"],
             "wps": steady_wps(inner) if inner else result["wps"], "wps_last_interval": result["wps"],
             "wps_source": "second half of the updates" if inner else result["wps_source"],
@@ -235,8 +244,7 @@ def memory_profile(args, kind, size, n, break_mode):
     cmd = mlm_command(args, kind, size, n, break_mode, args.memory_profile, 1e-4, 1, validate=False)
     result = run_job(f"memory_{kind}", cmd, args, extra_env={"BENCH_MEMORY_SNAPSHOT": snapshot,
                                                               "BENCH_MEMORY_SNAPSHOT_ENTRIES": str(entries)})
-    record = {"step": "memory_profile", "model": kind, "k": args.compressed_dim if kind == "linformer" else None,
-              "n": n, "sample_break_mode": break_mode, "max_tokens": args.max_tokens,
+    record = {"step": "memory_profile", **_run_fields(args, kind, n, break_mode),
               "num_updates": result["num_updates"], "peak_gpu_mem_mib": result["peak_gpu_mem_mib"],
               "wall_s": result["wall_s"], "error": result["error"]}
     if os.path.isfile(snapshot):
@@ -373,8 +381,7 @@ def summary(records, manifest):
                   f"{r0['max_update']} updates; words/s over the second half)", "",
                   "| model | words/s | peak GPU MiB | mean tokens per sample | error |", "|---|---|---|---|---|"]
         for r in bench:
-            name = f"linformer k={r['k']}" if r["model"] == "linformer" else r["model"]
-            lines.append(f"| {name} | {_fmt(r['wps'])} | {_fmt(r['peak_gpu_mem_mib'])} | "
+            lines.append(f"| {_model_name(r)} | {_fmt(r['wps'])} | {_fmt(r['peak_gpu_mem_mib'])} | "
                          f"{_fmt(r['mean_sample_tokens'], '{:.0f}')} | {r['error'] or ''} |")
         by = {r["model"]: r for r in bench}
         if all(by.get(m) and by[m]["wps"] and by[m]["peak_gpu_mem_mib"] for m in ("linformer", "roberta")):
@@ -382,9 +389,8 @@ def summary(records, manifest):
                       f"{by['linformer']['peak_gpu_mem_mib'] / by['roberta']['peak_gpu_mem_mib']:.2f}x peak memory"]
         lines.append("")
     for r in (r for r in records if r["step"] == "memory_profile" and r.get("sites")):
-        name = f"linformer k={r['k']}" if r["model"] == "linformer" else r["model"]
         scope = "the whole run" if r["whole_run"] else f"its last {r['trace_events']} allocator events"
-        lines += [f"## What is live at the peak: {name}, n = {r['n']} ({r['sample_break_mode']}, "
+        lines += [f"## What is live at the peak: {_model_name(r)}, n = {r['n']} ({r['sample_break_mode']}, "
                   f"{r['num_updates']} updates)", "",
                   f"Peak allocated {_fmt(r['peak_gpu_mem_mib'])} MiB; the trace ({scope}) peaks at "
                   f"{r['trace_peak_mib']:.0f} MiB, held by:", "", "| MiB | blocks | allocated at |", "|---|---|---|"]
@@ -468,7 +474,8 @@ def parse_args(argv=None):
     p.add_argument("--memory-profile", type=int, default=0, metavar="UPDATES",
                    help="after the benchmark, UPDATES more updates of each model (the first break mode) with the "
                         "CUDA allocator's history recorded: what is live at the peak, by allocation site "
-                        "(0: none; 3 is enough)")
+                        "(0: none). The same seed gives the benchmark's batches in order, so --bench-updates "
+                        "reproduces its peak; a few updates show a typical step")
     p.add_argument("--benchmark-only", action="store_true",
                    help="only the benchmark (and --memory-profile): no RoBERTa pretraining, conversion or "
                         "fine-tuning; the model size is --roberta-checkpoint's, else linformer_roberta_medium's")

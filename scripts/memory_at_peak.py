@@ -8,9 +8,10 @@ The snapshot (``torch.cuda.memory._dump_snapshot``) keeps the last N allocator e
 them gives the bytes allocated *within that window* and still live, at each event; at the highest
 point the live blocks are grouped by the code that allocated them: the innermost stack frame in
 linformer_plugin or fairseq (a fairseq layer's own line, not the plugin's encoder that called it;
-never the training entry points every stack passes through), else the innermost frame at all. Memory allocated before the
-window (parameters, optimizer state) is not in the replay, so the numbers are what a step adds:
-activations, kept tensors and temporaries, which is what differs between two attention variants.
+never the training entry points every stack passes through), else the innermost frame at all.
+Memory allocated before the window (parameters, optimizer state) is not in the replay, so the
+numbers are what a step adds: activations, kept tensors and temporaries, which is what differs
+between two attention variants.
 """
 
 import argparse
