@@ -21,6 +21,12 @@ setup(
     ],
     extras_require={"test": ["pytest>=7"], "plot": ["matplotlib"]},
     entry_points={
-        "console_scripts": ["linformer-user-dir = linformer_plugin.cli:print_user_dir"],
+        "console_scripts": [
+            "linformer-user-dir = linformer_plugin.cli:print_user_dir",
+            "linformer-options = linformer_plugin.cli:main_options",
+            "linformer-prepare-pretraining-data = linformer_plugin.cli:main_prepare_pretraining_data",
+            "linformer-prepare-classification-data = linformer_plugin.cli:main_prepare_classification_data",
+            "linformer-convert-checkpoint = linformer_plugin.cli:main_convert_checkpoint",
+        ],
     },
 )
