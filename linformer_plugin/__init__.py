@@ -1,20 +1,20 @@
 """Linformer for fairseq: ``fairseq-train --user-dir linformer_plugin --arch linformer_roberta_base``.
 
-Importing this package registers the ``linformer_roberta`` model and its architectures, and
-lets fairseq's checkpoint loader read fairseq checkpoints on torch >= 2.6 (and name a truncated one),
-on every rank of a data-parallel run; ``fairseq-train --bf16`` trains on the run's own device
-rather than asking for a TPU (fairseq 0.12's parser adds ``--tpu``).
+Importing this package registers the ``linformer_roberta`` model and its architectures, lets
+fairseq's checkpoint loader read fairseq checkpoints on torch >= 2.6 (checkpoint.py's allow-list),
+and applies the fixes of ``fairseq_fixes`` to fairseq 0.12: a truncated checkpoint is named as
+such, every rank of a data-parallel run can resume, and ``fairseq-train --bf16`` trains on the
+run's own device rather than asking for a TPU. A fix that does not fit the installed fairseq is
+skipped with a warning (``fairseq_fixes.APPLIED`` / ``SKIPPED`` say which).
 """
 
 import os
 
-from .checkpoint import allow_fairseq_checkpoints, explain_unreadable_checkpoints, trust_checkpoints_broadcast_by_rank0
-from .precision import keep_bf16_off_tpu
+from . import fairseq_fixes
+from .checkpoint import allow_fairseq_checkpoints
 
 allow_fairseq_checkpoints()
-explain_unreadable_checkpoints()
-trust_checkpoints_broadcast_by_rank0()
-keep_bf16_off_tpu()
+fairseq_fixes.apply_all()
 
 from . import models  # noqa: E402,F401  (registers the model)
 

@@ -39,42 +39,6 @@ def allow_fairseq_checkpoints():
         add_safe_globals(_fairseq_checkpoint_types())
 
 
-def trust_checkpoints_broadcast_by_rank0():
-    """Let data-parallel ranks other than 0 receive the checkpoint rank 0 loaded (idempotent).
-
-    When a multi-GPU run resumes, rank 0 loads checkpoint_last.pt and fairseq's ``broadcast_object``
-    sends it to the other ranks as ``torch.save`` bytes, which they read with ``torch.load``'s
-    default: since torch 2.6 ``weights_only=True``, which refuses the loaded state (its ``cfg`` is
-    an omegaconf DictConfig by then), so every rank but 0 stopped with "Weights only load failed".
-    The bytes come from rank 0 of the same job, serialized from what it has just loaded through
-    the allow-list above: they are read with ``weights_only=False``."""
-    import io
-
-    from fairseq.distributed import utils as distributed_utils
-
-    if getattr(distributed_utils._broadcast_object_slow, "trusts_rank0", False):
-        return
-
-    def _broadcast_object_slow(obj, src_rank, group, dist_device):
-        # fairseq's own, but for the weights_only of the receiving side
-        if distributed_utils.get_rank(group) == src_rank:
-            buffer = io.BytesIO()
-            torch.save(obj, buffer)
-            data = torch.ByteTensor(buffer.getbuffer()).to(dist_device)
-            length = torch.LongTensor([len(data)]).to(dist_device)
-            distributed_utils.broadcast(length, src=src_rank, group=group)
-            distributed_utils.broadcast(data, src=src_rank, group=group)
-            return obj
-        length = torch.LongTensor([0]).to(dist_device)
-        distributed_utils.broadcast(length, src=src_rank, group=group)
-        data = torch.ByteTensor(int(length.item())).to(dist_device)
-        distributed_utils.broadcast(data, src=src_rank, group=group)
-        return torch.load(io.BytesIO(data.cpu().numpy()), map_location="cpu", weights_only=False)
-
-    _broadcast_object_slow.trusts_rank0 = True
-    distributed_utils._broadcast_object_slow = _broadcast_object_slow
-
-
 _REFERENCE_LAYER_KEY = re.compile(r"layers\.(\d+)\.self_attn\.compress_([kv])\.(weight|bias)$")
 
 
@@ -181,32 +145,3 @@ def check_projection_layout(state_dict, prefix: str, expected, options: Linforme
                 "shared_kv_compressed, shared_layer_kv_compressed, max_positions)"
             )
 
-
-def explain_unreadable_checkpoints():
-    """Make fairseq's checkpoint loader name a truncated or corrupt file and the way out, instead of
-    torch's "PytorchStreamReader failed reading zip archive" (idempotent).
-
-    fairseq copies checkpoint_last.pt non-atomically, so a job killed while saving can leave a
-    truncated one behind."""
-    from fairseq import checkpoint_utils
-
-    load = checkpoint_utils.load_checkpoint_to_cpu
-    if getattr(load, "explains_unreadable", False):
-        return
-
-    def load_checkpoint_to_cpu(path, *args, **kwargs):
-        try:
-            return load(path, *args, **kwargs)
-        except (RuntimeError, EOFError) as exc:
-            message = str(exc)
-            if isinstance(exc, EOFError) or "PytorchStreamReader" in message or "zip archive" in message:
-                raise RuntimeError(
-                    f"checkpoint {path} is truncated or corrupt ({message.splitlines()[0] if message else type(exc).__name__}). "
-                    "It was probably cut off while being written: delete it (training then resumes from "
-                    "nothing) or pass --restore-file with an intact one, e.g. checkpoint_best.pt or "
-                    "checkpoint_<epoch>_<updates>.pt from the same --save-dir."
-                ) from exc
-            raise
-
-    load_checkpoint_to_cpu.explains_unreadable = True
-    checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
