@@ -1,4 +1,5 @@
-"""Checkpoint loading: the torch.load allow-list, and the upgrade of reference checkpoints.
+"""The checkpoint layout, in one place: key names, window codes, the positions offset, the version;
+the torch.load allow-list; the upgrade of reference checkpoints and the layout check on load.
 
 fairseq 0.12 calls ``torch.load`` without ``weights_only``; since torch 2.6 that means
 ``weights_only=True``, which refuses every fairseq checkpoint (its ``cfg`` holds an
@@ -8,11 +9,57 @@ writes into a checkpoint.
 
 import argparse
 import re
+from typing import Optional
 
 import torch
 
-from .modules.sequence_projection import WINDOW_METHOD_CODES
 from .options import LinformerConfigError, LinformerOptions, describe
+
+# 3: this plugin's layout (E and F stacked in one projection per layer).
+# 2 and 1: fairseq's reference (examples/linformer), upgraded on load.
+CHECKPOINT_VERSION = 3
+
+# a linformer_roberta state dict, from the model's root
+ENCODER = "encoder.sentence_encoder."  # the TransformerEncoder inside RobertaEncoder
+VERSION_KEY = "encoder.version"
+POSITIONS_KEY = ENCODER + "embed_positions.weight"
+SHARED_PROJECTION = "shared_projection"  # layerwise sharing: one projection, owned by the encoder
+
+
+def layer_key(layer: int, name: str) -> str:
+    """A key of encoder layer ``layer``, relative to ``ENCODER`` (e.g. ``self_attn.k_proj.weight``)."""
+    return f"layers.{layer}.{name}"
+
+
+def projection_key(layer: int, name: str = "weight") -> str:
+    """Layer ``layer``'s projection parameter or buffer (weight: linear; kernel, layout: windowed)."""
+    return layer_key(layer, f"self_attn.projection.{name}")
+
+
+# WindowProjection's persistent ``layout`` buffer = [method code, stride]: mean and max pooling have
+# no parameter that would tell them apart in a checkpoint
+WINDOW_METHOD_CODES = {"conv": 0, "mean": 1, "max": 2}
+_METHOD_NAMES = {code: name for name, code in WINDOW_METHOD_CODES.items()}
+
+
+def positions_offset(padding_idx: int = 1) -> int:
+    """Rows before position 0 in fairseq's learned positional embedding (``padding_idx + 1``)."""
+    return padding_idx + 1
+
+
+def positions_length(weight: torch.Tensor, padding_idx: int = 1) -> int:
+    """max_positions of a learned position table."""
+    return weight.size(0) - positions_offset(padding_idx)
+
+
+def linformer_layout(model_state) -> Optional[str]:
+    """Whose Linformer projections a state dict holds: "plugin", "reference" (fairseq's
+    examples/linformer) or None (none: e.g. a RoBERTa)."""
+    if any(_PROJECTION_KEY.search(key) for key in model_state):
+        return "plugin"
+    if any(_REFERENCE_KEY.search(key) for key in model_state):
+        return "reference"
+    return None
 
 
 def _fairseq_checkpoint_types():
@@ -40,6 +87,7 @@ def allow_fairseq_checkpoints():
 
 
 _REFERENCE_LAYER_KEY = re.compile(r"layers\.(\d+)\.self_attn\.compress_([kv])\.(weight|bias)$")
+_REFERENCE_KEY = re.compile(r"(self_attn\.compress_[kv]|compress_layer)\.(weight|bias)$")
 
 
 def upgrade_reference_state_dict(state_dict, prefix: str, options: LinformerOptions):
@@ -73,7 +121,7 @@ def upgrade_reference_state_dict(state_dict, prefix: str, options: LinformerOpti
                 "this checkpoint has no layerwise-shared projection (compress_layer), but the "
                 "model is built with --shared-layer-kv-compressed 1"
             )
-        state_dict[prefix + "shared_projection.weight"] = state_dict.pop(shared_key)
+        state_dict[f"{prefix}{SHARED_PROJECTION}.weight"] = state_dict.pop(shared_key)
         state_dict.pop(prefix + "compress_layer.bias", None)
         return
     for layer, maps in per_layer.items():
@@ -86,11 +134,10 @@ def upgrade_reference_state_dict(state_dict, prefix: str, options: LinformerOpti
             weight = torch.cat([maps["k"], maps["v"]], dim=0)
         else:
             weight = maps["k"]
-        state_dict[f"{prefix}layers.{layer}.self_attn.projection.weight"] = weight
+        state_dict[prefix + projection_key(layer)] = weight
 
 
 _PROJECTION_KEY = re.compile(r"(layers\.(\d+)\.self_attn\.projection|shared_projection)\.(weight|kernel|layout)$")
-_METHOD_NAMES = {code: name for name, code in WINDOW_METHOD_CODES.items()}
 
 
 def _projection_entries(state_dict, prefix: str):
@@ -101,7 +148,7 @@ def _projection_entries(state_dict, prefix: str):
         if key.startswith(prefix):
             match = _PROJECTION_KEY.match(key[len(prefix):])
             if match:
-                owner = f"layers.{match.group(2)}" if match.group(2) is not None else "shared_projection"
+                owner = f"layers.{match.group(2)}" if match.group(2) is not None else SHARED_PROJECTION
                 entries.setdefault(owner, {})[match.group(3)] = tensor
     return entries
 
@@ -129,7 +176,7 @@ def check_projection_layout(state_dict, prefix: str, expected, options: Linforme
     got = _projection_entries(state_dict, prefix)
     want = _projection_entries(expected, "")
     for owner in sorted(want.keys() | got.keys()):
-        if owner not in want and owner.startswith("layers.") and not want.get("shared_projection"):
+        if owner not in want and owner.startswith("layers.") and not want.get(SHARED_PROJECTION):
             continue  # a layer the model does not have
         mine, theirs = want.get(owner, {}), got.get(owner, {})
         same = mine.keys() == theirs.keys() and all(

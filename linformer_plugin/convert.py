@@ -20,17 +20,16 @@ attention cost grows with N as ``N / stride`` keys.
 import argparse
 import copy
 import math
+from dataclasses import replace
 from typing import Optional
 
 import torch
 
+from .checkpoint import (CHECKPOINT_VERSION, ENCODER, POSITIONS_KEY, SHARED_PROJECTION, VERSION_KEY, layer_key,
+                         linformer_layout, positions_length, positions_offset, projection_key)
 from .io import atomic_output
-from .models.linformer_roberta import CHECKPOINT_VERSION
 from .modules.sequence_projection import SequenceProjection
 from .options import WINDOW_METHODS, LinformerOptions
-
-ENCODER = "encoder.sentence_encoder."
-POSITIONS = ENCODER + "embed_positions.weight"
 
 
 class ConversionError(ValueError):
@@ -79,16 +78,16 @@ def _set_task_length(state: dict, max_positions: int):
 
 
 def _positions_table_length(model_state: dict) -> int:
-    if POSITIONS not in model_state:
+    if POSITIONS_KEY not in model_state:
         raise ConversionError(
-            f"the checkpoint is not RoBERTa-shaped: it has no {POSITIONS} (learned positions)"
+            f"the checkpoint is not RoBERTa-shaped: it has no {POSITIONS_KEY} (learned positions)"
         )
-    return model_state[POSITIONS].size(0)
+    return positions_length(model_state[POSITIONS_KEY])
 
 
 def extend_positions(weight: torch.Tensor, old_max: int, new_max: int, padding_idx: int = 1) -> torch.Tensor:
     """Learned positions (``padding_idx + 1`` offset rows, then one row per position) copied in blocks."""
-    offset = padding_idx + 1
+    offset = positions_offset(padding_idx)
     if weight.size(0) != old_max + offset:
         raise ConversionError(
             f"the position table has {weight.size(0)} rows, expected max_positions + {offset} = {old_max + offset}"
@@ -119,22 +118,22 @@ def roberta_to_linformer(state: dict, compressed_dim: int, max_positions: Option
                          sharing: str = "headwise", seed: int = 1, init: str = "xavier") -> dict:
     """A RoBERTa checkpoint state -> a linformer_roberta one (new dict; the input is not changed)."""
     model_state = state["model"]
-    if any(".self_attn.projection." in k or "shared_projection" in k or "compress_" in k for k in model_state):
+    if linformer_layout(model_state) is not None:
         raise ConversionError("the checkpoint is already a Linformer; use extend_linformer_positions")
-    old_max = _positions_table_length(model_state) - 2
+    old_max = _positions_table_length(model_state)
     new_max = _check_new_length(old_max, max_positions)
     layers = sorted({int(k[len(ENCODER + "layers."):].split(".")[0])
                      for k in model_state if k.startswith(ENCODER + "layers.")})
-    if not layers or any(f"{ENCODER}layers.{i}.self_attn.k_proj.weight" not in model_state for i in layers):
+    if not layers or any(ENCODER + layer_key(i, "self_attn.k_proj.weight") not in model_state for i in layers):
         raise ConversionError("the checkpoint is not RoBERTa-shaped: no encoder layers with self_attn.k_proj")
     options = LinformerOptions(max_positions=new_max, compressed_dim=compressed_dim, sharing=sharing, init=init)
     args = copy.deepcopy(model_args(state))
 
     new_state = {k: v for k, v in model_state.items()}
-    new_state[POSITIONS] = extend_positions(model_state[POSITIONS], old_max, new_max)
+    new_state[POSITIONS_KEY] = extend_positions(model_state[POSITIONS_KEY], old_max, new_max)
     torch.manual_seed(seed)  # projections initialised as the plugin initialises them
     if sharing == "layerwise":
-        new_state[ENCODER + "shared_projection.weight"] = SequenceProjection(new_max, compressed_dim, 1, init=init).weight.data
+        new_state[f"{ENCODER}{SHARED_PROJECTION}.weight"] = SequenceProjection(new_max, compressed_dim, 1, init=init).weight.data
     else:
         heads = getattr(args, "encoder_attention_heads", None)
         if sharing == "none" and not heads:
@@ -142,19 +141,12 @@ def roberta_to_linformer(state: dict, compressed_dim: int, max_positions: Option
                                   "encoder_attention_heads")
         for i in layers:
             projection = SequenceProjection(new_max, compressed_dim, options.maps_per_layer(heads), init=init)
-            new_state[f"{ENCODER}layers.{i}.self_attn.projection.weight"] = projection.weight.data
-    new_state["encoder.version"] = torch.tensor(CHECKPOINT_VERSION)
+            new_state[ENCODER + projection_key(i)] = projection.weight.data
+    new_state[VERSION_KEY] = torch.tensor(CHECKPOINT_VERSION)
 
     args.arch = "linformer_roberta"
     args._name = "linformer_roberta"
-    args.max_positions = new_max
-    args.compressed, args.compressed_dim = None, compressed_dim
-    args.shared_kv_compressed = int(sharing == "kv")
-    args.shared_layer_kv_compressed = int(sharing == "layerwise")
-    args.compressed_sharing = sharing if sharing == "none" else None
-    args.compressed_projection, args.compressed_dims = None, None
-    args.freeze_compress = 0
-    args.compressed_init = init
+    options.to_args(args)
     return _finish(state, new_state, args, new_max)
 
 
@@ -164,17 +156,17 @@ def extend_linformer_positions(state: dict, max_positions: int) -> dict:
     Linear projections keep k (columns block-copied and scaled); windowed ones keep their window
     and kernel, so k grows by max_positions / old max_positions (see the module's docstring)."""
     model_state = state["model"]
-    if not any(".self_attn.projection." in k or "shared_projection" in k for k in model_state):
+    if linformer_layout(model_state) != "plugin":
         raise ConversionError(
             "the checkpoint has no Linformer projections of this plugin (convert a RoBERTa checkpoint "
             "with roberta_to_linformer; load a fairseq-reference checkpoint once and save it first)"
         )
-    old_max = _positions_table_length(model_state) - 2
+    old_max = _positions_table_length(model_state)
     new_max = _check_new_length(old_max, max_positions)
     args = copy.deepcopy(model_args(state))
     options = LinformerOptions.from_args(args)  # k stays k (linear), whatever the ratio said
     new_state = {k: v for k, v in model_state.items()}
-    new_state[POSITIONS] = extend_positions(model_state[POSITIONS], old_max, new_max)
+    new_state[POSITIONS_KEY] = extend_positions(model_state[POSITIONS_KEY], old_max, new_max)
     for key, weight in model_state.items():
         if key.endswith("projection.weight"):
             if weight.size(1) != old_max:
@@ -182,12 +174,9 @@ def extend_linformer_positions(state: dict, max_positions: int) -> dict:
             new_state[key] = weight.repeat(1, new_max // old_max) * (old_max / new_max)
     # windowed projections: kernels and layouts (stride) unchanged, k scaled with n
     scale = new_max // old_max if options.projection in WINDOW_METHODS else 1
-    args.max_positions, args.compressed = new_max, None
-    if options.compressed_dims is not None:
-        args.compressed_dim = None
-        args.compressed_dims = ",".join(str(k * scale) for k in options.compressed_dims)
-    else:
-        args.compressed_dim = options.compressed_dim * scale
+    dims = tuple(k * scale for k in options.compressed_dims) if options.compressed_dims else None
+    replace(options, max_positions=new_max, compressed_dim=options.compressed_dim * scale,
+            compressed_dims=dims).to_args(args)
     return _finish(state, new_state, args, new_max)
 
 

@@ -272,6 +272,29 @@ class LinformerOptions:
             return 1
         return {"none": 2 * num_heads, "headwise": 2}.get(self.sharing, 1)  # kv, layerwise: E = F
 
+    def to_args(self, args):
+        """Set the Linformer fields of ``args`` (a model Namespace) so that ``from_args`` gives these
+        options back: the inverse of ``from_args``, for checkpoints written by a conversion."""
+        args.max_positions = self.max_positions
+        args.compressed = None
+        args.compressed_dims = ",".join(map(str, self.compressed_dims)) if self.compressed_dims else None
+        args.compressed_dim = None if self.compressed_dims else self.compressed_dim
+        # the reference's integer flags where they can say it, so that its code reads the checkpoint too
+        args.shared_kv_compressed = int(self.sharing == "kv")
+        args.shared_layer_kv_compressed = int(self.sharing == "layerwise")
+        args.compressed_sharing = self.sharing if self.sharing == "none" else None
+        args.compressed_projection = None if self.projection == "linear" else self.projection
+        args.freeze_compress = int(self.freeze)
+        args.compressed_init = self.init
+        return args
+
+    def to_flags(self) -> str:
+        """The command-line flags that build these options (for messages and recipes)."""
+        dims = self.compressed_dims
+        k = f"--compressed-dims {','.join(map(str, dims))}" if dims else f"--compressed-dim {self.compressed_dim}"
+        flags = f"--compressed-projection {self.projection} --compressed-sharing {self.sharing} {k}"
+        return flags + (f" --compressed-init {self.init}" if self.init else "") + (" --freeze-compress 1" if self.freeze else "")
+
     @classmethod
     def from_args(cls, args) -> "LinformerOptions":
         max_positions = getattr(args, "max_positions", None)
@@ -343,8 +366,28 @@ def sharing_from_args(args) -> str:
 
 def describe(options: "LinformerOptions") -> str:
     """The options that shape the projections, as flags (for error messages)."""
-    dims = options.compressed_dims
-    k = f"--compressed-dims {','.join(map(str, dims))}" if dims else f"--compressed-dim {options.compressed_dim}"
-    return (f"--compressed-projection {options.projection} --compressed-sharing {options.sharing} {k} "
-            f"(max_positions={options.max_positions})")
+    return f"{options.to_flags()} (max_positions={options.max_positions})"
 
+
+
+def attention_sharing(per_head: bool, shared_kv: bool, layerwise: bool) -> str:
+    """The sharing mode that ``LinformerSelfAttention``'s keyword arguments mean."""
+    if per_head and (shared_kv or layerwise):
+        raise LinformerConfigError(
+            "per_head (sharing none) excludes shared_kv and a shared (layerwise) projection: pass only one"
+        )
+    return "none" if per_head else "layerwise" if layerwise else "kv" if shared_kv else "headwise"
+
+
+def check_attention(options: LinformerOptions, embed_dim: int, num_heads: int, quant_noise: float = 0.0):
+    """The checks that need the attention's shape, for the model and the standalone module alike."""
+    if embed_dim % num_heads:
+        raise LinformerConfigError(
+            f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}; choose "
+            "--encoder-embed-dim a multiple of --encoder-attention-heads"
+        )
+    if options.sharing == "none" and quant_noise > 0:
+        raise LinformerConfigError(
+            "quant-noise (--quant-noise-pq) is not supported with a projection per head (--compressed-sharing "
+            "none): its per-head path uses slices of k_proj/v_proj; drop one of the two"
+        )

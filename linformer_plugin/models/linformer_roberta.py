@@ -14,13 +14,9 @@ from fairseq.models.roberta import (
 )
 from fairseq.utils import safe_hasattr
 
-from ..checkpoint import check_projection_layout, upgrade_reference_state_dict
+from ..checkpoint import CHECKPOINT_VERSION, check_projection_layout, upgrade_reference_state_dict
 from ..modules.linformer_encoder import LinformerTransformerEncoder
 from ..options import LinformerOptions, add_linformer_args, set_linformer_defaults
-
-# 3: this plugin's layout (E and F stacked in one SequenceProjection per layer).
-# 2 and 1: fairseq's reference (examples/linformer), upgraded on load.
-CHECKPOINT_VERSION = 3
 
 
 @register_model("linformer_roberta")
