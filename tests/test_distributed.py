@@ -6,8 +6,9 @@ at the next step when a parameter that requires grad got none: fairseq's referen
 forward never uses). Ours has no such parameter in any sharing mode, and frozen projections
 (--freeze-compress 1) do not require grad.
 
-fairseq 0.12 spawns data-parallel processes only for GPUs; scripts/ddp_check.py --cpu launches the
-2 ranks itself through scripts/fairseq_train.py (which lets pytorch_ddp wrap a CPU module).
+fairseq 0.12 spawns data-parallel processes only for GPUs; the multi-GPU check
+(examples.studies.multi_gpu.check --cpu) launches the 2 ranks itself through
+examples.common.fairseq_train (which lets pytorch_ddp wrap a CPU module).
 """
 
 import datetime
@@ -23,10 +24,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from conftest import REPO, build_tiny_model
-from linformer_plugin.reference import reference_user_dir
-
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-import ddp_check  # noqa: E402
+from examples.common.reference import reference_user_dir
+from examples.studies.multi_gpu import check as multi_gpu_check
+from examples.studies.multi_gpu.records import DDP_UNUSED_ERROR
 
 SHARING = {
     "headwise": {},
@@ -116,7 +116,7 @@ def test_two_process_ddp_trains_layerwise_and_frozen(data_bin, tmp_path):
     """fairseq-train --distributed-world-size 2 on gloo, pytorch_ddp and legacy_ddp; 1 process x
     batch 8 and 2 processes x batch 4 give the same losses; a control that must fail does."""
     out = tmp_path / "out"
-    rc = ddp_check.main([data_bin, str(out), "--cpu", "--tiny", "--sections", "ddp", "loss",
+    rc = multi_gpu_check.main([data_bin, str(out), "--cpu", "--tiny", "--sections", "ddp", "loss",
                          "--modes", "layerwise", "layerwise_frozen", "--backends", "pytorch_ddp", "legacy_ddp",
                          "--controls", "layerdrop", "--no-torchrun", "--ddp-updates", "4", "--loss-updates", "6"])
     records = _records(out)
@@ -127,7 +127,7 @@ def test_two_process_ddp_trains_layerwise_and_frozen(data_bin, tmp_path):
             assert (r["params_trained"] < r["params"]) == (mode == "layerwise_frozen"), r
     # the check can fail: ours with --encoder-layerdrop 0.99 leaves dropped layers without gradients
     control = records["control_layerdrop_pytorch_ddp"]
-    assert control["as_expected"] and ddp_check.DDP_UNUSED_ERROR in control["error"], control
+    assert control["as_expected"] and DDP_UNUSED_ERROR in control["error"], control
     loss = records["loss_layerwise"]
     assert loss["ok"] and loss["updates_compared"] == 6 and loss["max_abs_diff"] <= 0.002, loss
     assert rc == 0
@@ -137,8 +137,8 @@ def test_two_process_ddp_trains_layerwise_and_frozen(data_bin, tmp_path):
 def test_reference_layerwise_stops_under_pytorch_ddp(data_bin, tmp_path):
     """The failure this guards against, reproduced with fairseq's own Linformer on the same path."""
     out = tmp_path / "out"
-    ddp_check.main([data_bin, str(out), "--cpu", "--tiny", "--sections", "ddp", "--modes", "--backends",
+    multi_gpu_check.main([data_bin, str(out), "--cpu", "--tiny", "--sections", "ddp", "--modes", "--backends",
                     "--controls", "reference", "--reference-backends", "pytorch_ddp", "--no-torchrun", "--ddp-updates", "4"])
     r = _records(out)["control_reference_layerwise_pytorch_ddp"]
     assert r["as_expected"] and r["num_updates"] == 1, r
-    assert ddp_check.DDP_UNUSED_ERROR in r["error"] and "compress_k.bias" in r["unused_parameters"], r
+    assert DDP_UNUSED_ERROR in r["error"] and "compress_k.bias" in r["unused_parameters"], r

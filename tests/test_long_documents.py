@@ -1,5 +1,5 @@
 """Long-document classification data (windows of N tokens from labelled collections, full and
-truncated data-bins) and the CPU smoke run of scripts/long_context_study.py."""
+truncated data-bins) and the CPU smoke run of the long-context study (examples.studies.long_context)."""
 
 import json
 import lzma
@@ -9,10 +9,15 @@ import sys
 import pytest
 
 from conftest import QUICKSTART_DATA, REPO, run
+from examples.studies.long_context.long_documents import (OTHER, SAME, WORD_START, build_examples,
+                                                          continuation_examples, cut_windows, encode_documents,
+                                                          load_manifest, parse_collections, prefix_end,
+                                                          prepare_long_document_data)
+from examples.studies.long_context.steps import steady_wps
+from examples.studies.long_context.summary import summary
 from linformer_plugin.data.common import DataPrepError
-from linformer_plugin.data.long_documents import (OTHER, SAME, WORD_START, build_examples, continuation_examples,
-                                                  cut_windows, encode_documents, load_manifest, parse_collections,
-                                                  prefix_end, prepare_long_document_data)
+
+STUDY = [sys.executable, "-m", "examples.studies.long_context.study"]  # run from the repository root
 
 WINDOW, TRUNCATE, MIN = 128, 32, 64
 CAP = 40  # windows per class and split: small evaluation sets keep the study's smoke run short
@@ -250,10 +255,10 @@ def test_bad_lengths_and_empty_collections(collections, data_bin, tmp_path):
 def test_cli_errors_without_traceback(collections, data_bin, tmp_path):
     import subprocess
 
-    script = os.path.join(REPO, "scripts", "prepare_long_document_data.py")
-    proc = subprocess.run([sys.executable, script, "--train", collections["train"][0], collections["train"][0],
+    proc = subprocess.run([sys.executable, "-m", "examples.studies.long_context.prepare_data",
+                           "--train", collections["train"][0], collections["train"][0],
                            "--pretraining-data", data_bin, "--destdir", str(tmp_path / "x")],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 1 and "given twice" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -268,8 +273,8 @@ def test_existing_destdir_needs_force(collections, data_bin, long_docs):
 def test_long_context_study_cpu_smoke(long_docs, data_bin, tmp_path):
     destdir, manifest, _ = long_docs
     out = tmp_path / "study"
-    log = run([sys.executable, os.path.join(REPO, "scripts", "long_context_study.py"), "--tiny", "--cpu",
-               "--data-bin", data_bin, "--long-docs", destdir, "--out-dir", str(out)])
+    log = run(STUDY + ["--tiny", "--cpu", "--data-bin", data_bin, "--long-docs", destdir, "--out-dir", str(out)],
+              cwd=REPO)
     records = [json.loads(line) for line in open(out / "results.jsonl")]
     steps = {}
     for r in records:
@@ -296,9 +301,8 @@ def test_long_context_study_benchmark_only(long_docs, data_bin, tmp_path):
     of each (on a CPU there is no allocator trace, and the record says so)."""
     destdir, _, _ = long_docs
     out = tmp_path / "bench"
-    log = run([sys.executable, os.path.join(REPO, "scripts", "long_context_study.py"), "--tiny", "--cpu",
-               "--benchmark-only", "--memory-profile", "1", "--data-bin", data_bin, "--long-docs", destdir,
-               "--out-dir", str(out)])
+    log = run(STUDY + ["--tiny", "--cpu", "--benchmark-only", "--memory-profile", "1", "--data-bin", data_bin,
+                       "--long-docs", destdir, "--out-dir", str(out)], cwd=REPO)
     records = [json.loads(line) for line in open(out / "results.jsonl")]
     assert [(r["step"], r["model"]) for r in records] == [
         ("benchmark", "linformer"), ("benchmark", "roberta"),
@@ -309,9 +313,6 @@ def test_long_context_study_benchmark_only(long_docs, data_bin, tmp_path):
 
 
 def test_study_summary_lists_what_is_live_at_the_peak():
-    sys.path.insert(0, os.path.join(REPO, "scripts"))
-    from long_context_study import summary
-
     sites = [{"mib": 2048.4, "blocks": 16, "site": "linformer_plugin/modules/x.py:10 forward"},
              {"mib": 512.0, "blocks": 8, "site": "fairseq/modules/y.py:20 forward"}]
     record = {"step": "memory_profile", "model": "linformer", "k": 256, "n": 4096, "sample_break_mode": "complete_doc",
@@ -327,9 +328,6 @@ def test_study_summary_lists_what_is_live_at_the_peak():
 def test_benchmark_words_per_second_over_the_second_half():
     """The study's words/s: words over seconds of the intervals that start in the second half of
     the updates (the first ones run slower while variable shapes settle)."""
-    sys.path.insert(0, os.path.join(REPO, "scripts"))
-    from long_context_study import steady_wps
-
     inner = [{"num_updates": "20", "ups": "1", "wpb": "100"},  # settling: left out
              {"num_updates": "40", "ups": "2", "wpb": "100"},  # starts at 20 < 30: left out
              {"num_updates": "60", "ups": "4", "wpb": "100"},  # 2,000 words in 5 s

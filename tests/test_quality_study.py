@@ -1,4 +1,4 @@
-"""The quality study's scripts end to end on CPU with tiny models: pretraining of roberta and
+"""The quality study (examples.studies.quality) end to end on CPU with tiny models: pretraining of roberta and
 linformer_roberta, SST-2 fine-tuning with dev and test accuracy, results rebuilt from the logs, the
 report's table."""
 
@@ -10,16 +10,14 @@ import sys
 import pytest
 
 from conftest import REPO, run
+from examples.studies.quality import study as quality_study
 from linformer_plugin.data.classification import prepare_classification_data
 
-SCRIPTS = os.path.join(REPO, "scripts")
+STUDY = [sys.executable, "-m", "examples.studies.quality.study"]  # run from the repository root
 SST2 = os.path.join(REPO, "tests", "data", "sst2_tiny")
 
 
 def test_added_runs_take_their_k_and_n():
-    sys.path.insert(0, SCRIPTS)
-    import quality_study
-
     args = quality_study.parse_args(["--data", ".", "--out", ".", "--cpu", "--runs", "roberta", "--add-run",
                                      "a=--compressed-init mean", "--add-run",
                                      "b=--compressed-dim 256 --tokens-per-sample 2048 --compressed-init mean"])
@@ -38,12 +36,12 @@ def test_quality_study_cpu_smoke(data_bin, tmp_path):
                                 spm_model=os.path.join(data_bin, "sentencepiece.bpe.model"),
                                 dictionary=os.path.join(data_bin, "dict.txt"), log=None)
     out = tmp_path / "study"
-    log = run([sys.executable, os.path.join(SCRIPTS, "quality_study.py"), "--data", data_bin, "--sst2", sst2,
+    log = run(STUDY + ["--data", data_bin, "--sst2", sst2,
                "--out", str(out), "--tiny", "--cpu", "--runs", "roberta", "linformer_k128",
                "--add-run", "mean_k128=--compressed-dim 128 --compressed-projection mean",
                "--max-update", "2", "--valid-interval", "1", "--log-interval", "1",
                "--finetune-updates", "2", "--finetune-valid-interval", "1", "--finetune-seeds", "1", "2",
-               "--jobs-per-gpu", "3"])
+               "--jobs-per-gpu", "3"], cwd=REPO)
     assert "failed: none" in log
     results = {r["name"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     assert set(results) == {"roberta", "linformer_k128", "mean_k128"}
@@ -60,17 +58,16 @@ def test_quality_study_cpu_smoke(data_bin, tmp_path):
     # a study cut off before writing its results: rebuilt from the logs alone
     kept = (out / "results.jsonl").read_text()
     (out / "results.jsonl").unlink()
-    run([sys.executable, os.path.join(SCRIPTS, "quality_study.py"), "--data", data_bin, "--out", str(out),
-         "--rebuild", "--runs", "roberta", "linformer_k128"])
+    run(STUDY + ["--data", data_bin, "--out", str(out), "--rebuild", "--runs", "roberta", "linformer_k128"], cwd=REPO)
     rebuilt = {r["name"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     original = {r["name"]: r for r in map(json.loads, kept.splitlines())}
     for name in ("roberta", "linformer_k128"):
         for key in ("valid_curve", "valid_ppl", "sst2_dev_acc", "sst2_test_acc", "sst2_runs"):
             assert rebuilt[name][key] == original[name][key], (name, key)
 
-    report = subprocess.run([sys.executable, os.path.join(SCRIPTS, "report_quality_study.py"),
+    report = subprocess.run([sys.executable, "-m", "examples.studies.quality.report",
                              str(out / "results.jsonl"), "--out-dir", str(tmp_path / "report"), "--no-plots"],
-                            capture_output=True, text=True, check=True)
+                            capture_output=True, text=True, check=True, cwd=REPO)
     table = (tmp_path / "report" / "table.md").read_text()
     assert table == report.stdout.rstrip("\n") + "\n" or table in report.stdout
     assert "| roberta | 64 | full |" in table and "| linformer_k128 | 64 | 16 |" in table

@@ -9,7 +9,7 @@ import torch
 
 from conftest import REPO, fairseq_cli, run
 from fairseq import checkpoint_utils
-from linformer_plugin.reference import reference_user_dir
+from examples.common.reference import reference_user_dir
 
 REFERENCE_USER_DIR = reference_user_dir()
 

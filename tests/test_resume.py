@@ -5,12 +5,9 @@ import os
 import re
 import signal
 import subprocess
-import sys
 
-from conftest import REPO, mlm_train_command, run
-
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-from _fairseq_logs import json_records  # noqa: E402
+from conftest import mlm_train_command, run
+from examples.common.fairseq_logs import json_records
 
 UPDATES, STOP_AT = 20, 10
 # every update logged, a checkpoint every STOP_AT updates; the LR schedule (inverse_sqrt) and the

@@ -1,0 +1,1 @@
+"""Speed and memory: the attention module alone, and whole-model training through fairseq-train."""

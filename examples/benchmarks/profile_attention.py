@@ -1,0 +1,56 @@
+"""torch.profiler summary of one attention implementation: where the forward and the training
+step spend their GPU time (kernels, sorted by CUDA time).
+
+    python -m examples.benchmarks.profile_attention --impl ours --n 512 --k 128 --dtype fp16
+"""
+
+import argparse
+
+import torch
+
+from examples.benchmarks.attention import DTYPES, build_impl
+
+
+def profile(impl, n, k, dtype, tokens=65536, embed_dim=768, heads=12, steps=5, row_limit=18):
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    module = build_impl(impl, n, k, embed_dim, heads, device, DTYPES[dtype])
+    x = torch.randn(n, max(1, tokens // n), embed_dim, device=device, dtype=DTYPES[dtype], requires_grad=True)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    for phase in ("fwd", "train"):
+        module.train(phase == "train")
+
+        def step():
+            with torch.set_grad_enabled(phase == "train"):
+                out, _ = module(x, x, x, need_weights=False)
+                if phase == "train":
+                    out.backward(torch.ones_like(out))
+
+        for _ in range(3):
+            step()
+        with torch.profiler.profile(activities=activities) as prof:
+            for _ in range(steps):
+                step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        print(f"\n=== {impl} n={n} k={k} {dtype} {phase} ({steps} steps) ===")
+        print(prof.key_averages().table(sort_by=sort, row_limit=row_limit, max_name_column_width=60))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--impl", nargs="+", default=["ours"])
+    parser.add_argument("--n", type=int, nargs="+", default=[512])
+    parser.add_argument("--k", type=int, default=128)
+    parser.add_argument("--dtype", default="fp16", choices=list(DTYPES))
+    parser.add_argument("--tokens", type=int, default=65536)
+    args = parser.parse_args()
+    for impl in args.impl:
+        for n in args.n:
+            profile(impl, n, args.k, args.dtype, tokens=args.tokens)
+
+
+if __name__ == "__main__":
+    main()

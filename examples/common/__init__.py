@@ -1,0 +1,3 @@
+"""Helpers the benchmarks and studies share: fairseq command blocks, the json-log reader and the
+one logged-subprocess runner, the environment record, where fairseq's reference Linformer lives,
+and two fairseq-train entry points (several runs a process; peak GPU memory)."""

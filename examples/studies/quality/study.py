@@ -1,0 +1,413 @@
+"""Does it learn like RoBERTa? Masked-LM pretraining of roberta and linformer_roberta of one size on
+the same data with the same budget, then SST-2 fine-tuning of the n=512 models.
+
+Every run gets the same number of updates and of tokens per update (batch = --tokens // n), the
+same optimiser, schedule, dropout and seed; only the attention differs. Runs (``--runs``):
+
+  roberta                 full attention, n=512
+  linformer_k{64,128,256} headwise sharing (one E, F per layer), n=512
+  linformer_k128_kv       one map per layer for keys and values (E = F)
+  linformer_k128_layerwise one map for the whole model
+  linformer_n1024_k256    n=1024, k=256
+  linformer_n2048_k256    n=2048, k=256
+  linformer_k128_normalinit  E, F starting N(0, 0.02) (--compressed-init normal)
+  linformer_*_meaninit    each of the grid's runs with E, F starting as mean pooling (--compressed-init mean)
+
+``--add-run NAME='FLAGS'`` adds a linformer run with extra fairseq-train flags (e.g. a projection
+variant or ``--compressed-init mean``; ``--compressed-dim K`` and ``--tokens-per-sample N`` set its k
+and n, default 128 and 512), fine-tuned like the others when n=512. Jobs run concurrently, ``--jobs-per-gpu`` per GPU over the GPUs in
+CUDA_VISIBLE_DEVICES (small models leave one GPU mostly idle). Each pretraining run's fine-tuning
+starts when it ends, once per ``--finetune-seeds`` seed (SST-2's test set has 872 sentences: one
+is 0.11 points, and seeds move accuracy by more than that). Results: OUT/results.jsonl (one line per run: validation curve, final
+validation loss/perplexity, words/s, wall time, SST-2 dev/test accuracy: the mean over seeds, each
+seed's in ``sst2_runs``), logs in OUT/logs/.
+``python -m examples.studies.quality.report`` turns results.jsonl into tables and plots.
+
+GPU (the study in docs/results.md):
+    python -m examples.studies.quality.study --data DATA_BIN --sst2 SST2_BIN --out OUT
+CPU smoke (tests):
+    python -m examples.studies.quality.study --data DATA_BIN --sst2 SST2_BIN --out OUT --tiny --cpu \
+        --runs roberta linformer_k128 --max-update 4 --finetune-updates 4
+"""
+
+import argparse
+import json
+import os
+import queue
+import re
+import shlex
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from examples.common.fairseq_commands import (DROPOUT, PLUGIN_DIR, adam_polynomial, masked_lm, restore,
+                                              sentence_prediction, size_flags, study_size, tiny_size)
+from examples.common.fairseq_logs import error_line, json_records, run_logged
+from linformer_plugin.io import write_jsonl
+
+
+@dataclass
+class Run:
+    name: str
+    n: int = 512
+    k: Optional[int] = None  # None: roberta (full attention)
+    flags: List[str] = field(default_factory=list)
+    finetune: bool = True  # fine-tuned on SST-2 (the n=512 models)
+
+    @property
+    def linformer(self):
+        return self.k is not None
+
+
+# the paper's grid: (name, n, k, sharing flags)
+GRID = [
+    ("k64", 512, 64, []),
+    ("k128", 512, 128, []),
+    ("k256", 512, 256, []),
+    ("k128_kv", 512, 128, ["--shared-kv-compressed", "1"]),
+    ("k128_layerwise", 512, 128, ["--shared-layer-kv-compressed", "1"]),
+    ("n1024_k256", 1024, 256, []),
+    ("n2048_k256", 2048, 256, []),
+]
+RUNS = (
+    [Run("roberta")]
+    + [Run(f"linformer_{name}", n=n, k=k, flags=flags, finetune=n == 512) for name, n, k, flags in GRID]
+    # how E and F start (docs/results.md, runs 4-6): the reference's effective N(0, 0.02), and mean pooling
+    + [Run("linformer_k128_normalinit", k=128, flags=["--compressed-init", "normal"])]
+    + [Run(f"linformer_{name}_meaninit", n=n, k=k, flags=flags + ["--compressed-init", "mean"], finetune=n == 512)
+       for name, n, k, flags in GRID]
+)
+
+def _float(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def pretrain_summary(text):
+    """Validation curve (update, loss in bits, perplexity), train curve, words/s, parameters."""
+    parsed = json_records(text)
+    curve = [(int(v["valid_num_updates"]), _float(v["valid_loss"]), _float(v.get("valid_ppl")))
+             for v in parsed.get("valid", []) if "valid_num_updates" in v]
+    train = [(int(t["num_updates"]), _float(t["loss"]), _float(t.get("wps"))) for t in parsed.get("train_inner", [])]
+    wps = [t[2] for t in train[1:] if t[2]]  # the first interval includes warm-up
+    out = {"valid_curve": curve, "train_curve": [t[:2] for t in train],
+           "pretrain_wps": round(sum(wps) / len(wps)) if wps else None,
+           "nan_seen": any(v[1] is None or v[1] != v[1] for v in curve)}
+    if curve:
+        out.update(valid_loss=curve[-1][1], valid_ppl=curve[-1][2], valid_updates=curve[-1][0])
+    params = re.search(r"num\. (?:shared )?model params: ([\d,]+)", text)
+    if params:
+        out["params"] = int(params.group(1).replace(",", ""))
+    return out
+
+
+def dev_curve(text):
+    return [(int(v["valid_num_updates"]), _float(v["valid_accuracy"]))
+            for v in json_records(text).get("valid", []) if "valid_accuracy" in v]
+
+
+def accuracy(text, subset):
+    accs = [_float(d[f"{subset}_accuracy"]) for d in json_records(text).get(subset, []) if f"{subset}_accuracy" in d]
+    return accs[-1] if accs else None
+
+
+def finetune_from_logs(logs, tag):
+    """One fine-tuning's dev curve and accuracies from its logs TAG.log, TAG.valid.log, TAG.test.log."""
+    seed = re.search(r"\.seed(\d+)$", tag)
+    out = {"seed": int(seed.group(1)) if seed else None, "dev_curve": [], "dev_acc": None, "test_acc": None}
+    path = os.path.join(logs, tag + ".log")
+    if os.path.exists(path):
+        with open(path, errors="replace") as f:
+            out["dev_curve"] = dev_curve(f.read())
+        if out["dev_curve"]:  # checkpoint_best's dev accuracy, if its validate log is missing
+            out["dev_acc"] = max(acc for _, acc in out["dev_curve"])
+    for subset, key in (("valid", "dev_acc"), ("test", "test_acc")):
+        path = os.path.join(logs, f"{tag}.{subset}.log")
+        if os.path.exists(path):
+            with open(path, errors="replace") as f:
+                acc = accuracy(f.read(), subset)
+            if acc is not None:  # a validate cut off keeps the fallback
+                out[key] = acc
+    return out
+
+
+def _mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
+    return round(mean, 3), None if std is None else round(std, 3)
+
+
+def sst2_summary(finetunes):
+    """A run's SST-2 fields: accuracies as the mean over its fine-tuning seeds (and their std)."""
+    finetunes = [f for f in finetunes if f["dev_curve"] or f["dev_acc"] is not None]
+    if not finetunes:
+        return {}
+    out = {"sst2_dev_curve": finetunes[0]["dev_curve"]}
+    for key in ("dev", "test"):
+        mean, std = _mean_std([f[f"{key}_acc"] for f in finetunes])
+        if mean is not None:
+            out[f"sst2_{key}_acc"] = mean
+        if std is not None:
+            out[f"sst2_{key}_std"] = std
+    if len(finetunes) > 1 or finetunes[0]["seed"] is not None:
+        out["sst2_runs"] = finetunes
+    return out
+
+
+def rebuild_results(out_dir, runs):
+    """results.jsonl from OUT/logs alone (a study cut off before it wrote them)."""
+    logs = os.path.join(out_dir, "logs")
+    results = []
+    for run in runs:
+        path = os.path.join(logs, f"{run.name}.pretrain.log")
+        if not os.path.exists(path):
+            continue
+        with open(path, errors="replace") as f:
+            text = f.read()
+        command = text.splitlines()[0][2:]
+        argv = shlex.split(command)
+
+        def flag(name, default):  # n and k as the run was started (--tiny scales them)
+            return int(argv[argv.index(name) + 1]) if name in argv else default
+
+        result = {"name": run.name, "n": flag("--tokens-per-sample", run.n),
+                  "k": flag("--compressed-dim", run.k), "flags": run.flags, **pretrain_summary(text),
+                  "command": command}
+        names = sorted(f for f in os.listdir(logs) if re.fullmatch(re.escape(run.name) + r"\.sst2(\.seed\d+)?\.log", f))
+        result.update(sst2_summary([finetune_from_logs(logs, name[:-len(".log")]) for name in names]))
+        results.append(result)
+    write_jsonl(os.path.join(out_dir, "results.jsonl"), results)
+    return results
+
+
+class Study:
+    def __init__(self, args):
+        self.args = args
+        self.logs = os.path.join(args.out, "logs")
+        os.makedirs(self.logs, exist_ok=True)
+        self.lock = threading.Lock()
+        self.results = []
+        devices = args.devices
+        # one slot per concurrent job, spread over the devices; a job takes one and gives it back
+        self.free = queue.Queue()
+        for i in range(len(devices) * args.jobs_per_gpu):
+            self.free.put(devices[i % len(devices)])
+
+    def _run(self, cmd, log_name):
+        slot = self.free.get()
+        env = dict(os.environ)
+        if slot is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot)
+        started = time.time()
+        path = os.path.join(self.logs, log_name)
+        try:
+            rc, text, _ = run_logged(cmd, path, None, env=env, cwd=self.args.out, header=True)
+        finally:
+            self.free.put(slot)
+        print(f"[{time.strftime('%H:%M:%S')}] {log_name}: rc={rc} in {time.time() - started:.0f}s", flush=True)
+        return rc, text, round(time.time() - started, 1)
+
+    def _common(self, seed=None):
+        a = self.args
+        flags = ["--num-workers", "2", "--seed", str(a.seed if seed is None else seed), "--log-format", "json"]
+        flags += ["--cpu"] if a.cpu else [f"--{a.precision}"]
+        if not a.cpu:
+            flags += ["--distributed-world-size", "1"]
+        return flags
+
+    def model_flags(self, run):
+        a = self.args
+        if run.linformer:
+            flags = ["--user-dir", PLUGIN_DIR, "--arch", "linformer_roberta_base", "--compressed-dim", str(run.k)]
+        else:  # the plugin's user dir for its safe torch.load of fairseq checkpoints (torch >= 2.6)
+            flags = ["--user-dir", PLUGIN_DIR, "--arch", "roberta_base"]
+        flags += size_flags(tiny_size() if a.tiny else study_size())  # 8 x 512: ~25M parameters besides embeddings
+        return flags + ["--max-positions", str(run.n)] + run.flags
+
+    def pretrain_command(self, run, save_dir):
+        a = self.args
+        batch = max(1, a.tokens // run.n)
+        return [sys.executable, "-m", "fairseq_cli.train", a.data] + self.model_flags(run) + masked_lm(
+            run.n, "complete") + ["--batch-size", str(batch), "--batch-size-valid", str(batch)] + adam_polynomial(
+            a.lr, a.max_update, max(1, a.max_update // 10), 0.01, 1.0) + DROPOUT + [
+            "--validate-interval-updates", str(a.valid_interval), "--validate-interval", "1000",
+            "--save-interval", "1000", "--save-interval-updates", "0", "--no-epoch-checkpoints",
+            "--save-dir", save_dir, "--log-interval", str(a.log_interval),
+            "--skip-invalid-size-inputs-valid-test",
+        ] + self._common()
+
+    def finetune_command(self, run, pretrained, save_dir, seed=None):
+        a = self.args
+        return [sys.executable, "-m", "fairseq_cli.train", a.sst2] + self.model_flags(run) + sentence_prediction(
+            2) + restore(pretrained) + ["--batch-size", "32"] + adam_polynomial(
+            a.finetune_lr, a.finetune_updates, max(1, a.finetune_updates * 6 // 100), 0.1, 0.0) + DROPOUT + [
+            "--validate-interval-updates", str(a.finetune_valid_interval), "--save-interval-updates",
+            str(a.finetune_valid_interval), "--keep-interval-updates", "1", "--no-epoch-checkpoints",
+            "--save-dir", save_dir, "--log-interval", str(a.log_interval), "--skip-invalid-size-inputs-valid-test",
+        ] + self._common(seed)
+
+    def validate_command(self, run, checkpoint, subset):
+        a = self.args
+        # --criterion: without it fairseq 0.12's validate cannot resolve the sentence_prediction
+        # task's ${criterion.classification_head_name}
+        cmd = [sys.executable, "-m", "fairseq_cli.validate", a.sst2, "--task", "sentence_prediction",
+               "--criterion", "sentence_prediction", "--path", checkpoint, "--valid-subset", subset,
+               "--batch-size", "64", "--num-workers", "0", "--log-format", "json", "--user-dir", PLUGIN_DIR]
+        if a.tiny:  # the tiny models' 64 positions
+            cmd += ["--skip-invalid-size-inputs-valid-test"]
+        return cmd + (["--cpu"] if a.cpu else [])
+
+    # ------------------------------------------------------------------ one run
+    def study(self, run):
+        a = self.args
+        ckpt_dir = os.path.join(a.checkpoints, run.name)
+        result = {"name": run.name, "n": run.n, "k": run.k, "flags": run.flags,
+                  "tokens_per_update": max(1, a.tokens // run.n) * run.n, "max_update": a.max_update}
+        cmd = self.pretrain_command(run, os.path.join(ckpt_dir, "pretrain"))
+        rc, text, wall = self._run(cmd, f"{run.name}.pretrain.log")
+        result.update(pretrain_rc=rc, pretrain_wall_s=wall, command=shlex.join(cmd), **pretrain_summary(text))
+        if rc != 0:
+            result["error"] = error_line(text.splitlines()) or f"rc={rc}"
+        self._record(result)
+        if rc == 0 and a.sst2 and run.finetune and a.finetune_updates > 0:
+            pretrained = os.path.join(ckpt_dir, "pretrain", "checkpoint_last.pt")
+            seeds = a.finetune_seeds or [None]  # None: --seed, and the logs' names without a seed
+            with ThreadPoolExecutor(len(seeds)) as pool:  # each takes a slot of its own
+                finetunes = list(pool.map(lambda seed: self.finetune(run, pretrained, ckpt_dir, seed), seeds))
+            result["finetune_rc"] = max(f.pop("rc") for f in finetunes)
+            result["finetune_wall_s"] = max(f.pop("wall_s") for f in finetunes)
+            result["finetune_command"] = finetunes[0].pop("command")
+            errors = [f.pop("error") for f in finetunes if f.get("error")]
+            if errors:
+                result["finetune_error"] = errors[0]
+            result.update(sst2_summary([finetune_from_logs(self.logs, f["tag"]) for f in finetunes]))
+            self._record(result)
+        return result
+
+    def _record(self, result):
+        # results.jsonl is rewritten whole after every step: a study cut off keeps what finished
+        with self.lock:
+            if not any(r is result for r in self.results):
+                self.results.append(result)
+            write_jsonl(os.path.join(self.args.out, "results.jsonl"), self.results)
+
+    def finetune(self, run, pretrained, ckpt_dir, seed=None):
+        """One SST-2 fine-tuning, then dev and test accuracy of its best checkpoint (logs TAG.*)."""
+        tag = f"{run.name}.sst2" + ("" if seed is None else f".seed{seed}")
+        save_dir = os.path.join(ckpt_dir, "sst2" + ("" if seed is None else f"-seed{seed}"))
+        cmd = self.finetune_command(run, pretrained, save_dir, seed)
+        rc, text, wall = self._run(cmd, tag + ".log")
+        out = {"tag": tag, "rc": rc, "wall_s": wall, "command": shlex.join(cmd)}
+        if rc != 0:
+            out["error"] = error_line(text.splitlines()) or f"rc={rc}"
+            return out
+        best = os.path.join(save_dir, "checkpoint_best.pt")
+        for subset in ("valid", "test"):
+            self._run(self.validate_command(run, best, subset), f"{tag}.{subset}.log")
+        return out
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="masked-LM data-bin (prepare_pretraining_data.py)")
+    p.add_argument("--sst2", help="SST-2 data-bin (prepare_classification_data.py, with a test split)")
+    p.add_argument("--out", required=True, help="results.jsonl and logs/ go here")
+    p.add_argument("--checkpoints", help="checkpoint folder (default OUT/checkpoints)")
+    p.add_argument("--runs", nargs="+", default=[r.name for r in RUNS], help="which runs (default all)")
+    p.add_argument("--add-run", action="append", default=[], metavar="NAME=FLAGS",
+                   help="an extra linformer run at n=512: NAME='--compressed-dim 128 --other flags'")
+    p.add_argument("--max-update", type=int, default=1500)
+    p.add_argument("--tokens", type=int, default=32768, help="tokens per update (batch = tokens // n)")
+    p.add_argument("--lr", type=float, default=5e-4, help="pretraining peak lr (1e-3 made n=2048 diverge)")
+    p.add_argument("--valid-interval", type=int, default=100, help="validate every this many updates")
+    p.add_argument("--log-interval", type=int, default=50)
+    p.add_argument("--finetune-updates", type=int, default=3800, help="SST-2 updates (batch 32; 0: skip)")
+    p.add_argument("--finetune-lr", type=float, default=1e-4)
+    p.add_argument("--finetune-valid-interval", type=int, default=950)
+    p.add_argument("--finetune-seeds", type=int, nargs="+",
+                   help="fine-tune each n=512 model once per seed (default: once, with --seed); SST-2 accuracies "
+                   "are then the mean over seeds")
+    p.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default="fp16")
+    p.add_argument("--jobs-per-gpu", type=int, default=4)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--tiny", action="store_true", help="2 x 64 models (smoke tests)")
+    p.add_argument("--cpu", action="store_true")
+    p.add_argument("--rebuild", action="store_true", help="only rebuild OUT/results.jsonl from OUT/logs")
+    args = p.parse_args(argv)
+    args.out = os.path.abspath(args.out)
+    args.data = os.path.abspath(args.data)
+    args.sst2 = os.path.abspath(args.sst2) if args.sst2 else None
+    args.checkpoints = os.path.abspath(args.checkpoints or os.path.join(args.out, "checkpoints"))
+    if args.cpu or args.rebuild:
+        args.devices = [None]
+    else:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is None:
+            import torch
+
+            visible = ",".join(str(i) for i in range(torch.cuda.device_count()))
+        args.devices = [d for d in visible.split(",") if d.strip()]
+        if not args.devices:
+            p.error("no GPU visible: pass --cpu for a CPU run")
+    return args
+
+
+def _take_int(flags, name, default):
+    """The value of ``name`` in an --add-run's flags (default if absent), and the flags without it."""
+    if name not in flags:
+        return default, flags
+    i = flags.index(name)
+    if i + 1 == len(flags) or not flags[i + 1].isdigit():
+        raise SystemExit(f"--add-run: {name} needs a positive integer")
+    return int(flags[i + 1]), flags[:i] + flags[i + 2:]
+
+
+def select_runs(args):
+    runs = {r.name: r for r in RUNS}
+    for spec in args.add_run:
+        name, _, flags = spec.partition("=")
+        flags = shlex.split(flags)
+        k, flags = _take_int(flags, "--compressed-dim", 128)
+        n, flags = _take_int(flags, "--tokens-per-sample", 512)  # the run's n (batch = --tokens // n)
+        runs[name] = Run(name, n=n, k=k, flags=flags, finetune=n == 512)
+        if name not in args.runs:
+            args.runs.append(name)
+    unknown = [name for name in args.runs if name not in runs]
+    if unknown:
+        raise SystemExit(f"unknown run(s) {unknown}; choose from {sorted(runs)} or define one with --add-run")
+    return [runs[name] for name in args.runs]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    runs = select_runs(args)
+    if args.rebuild:
+        for r in rebuild_results(args.out, runs):
+            print(r["name"], r.get("valid_ppl"), r.get("sst2_dev_acc"), r.get("sst2_test_acc"))
+        return 0
+    if args.tiny:
+        for run in runs:  # the tiny data-bin's sequences are short: scale n and k down 8x
+            run.n, run.k = run.n // 8, (run.k // 8 if run.k else None)
+    os.makedirs(args.out, exist_ok=True)
+    study = Study(args)
+    started = time.time()
+    with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        results = list(pool.map(study.study, runs))
+    failed = [r["name"] for r in results if r.get("pretrain_rc") or r.get("finetune_rc")]
+    print(f"study done in {time.time() - started:.0f}s; failed: {failed or 'none'}", flush=True)
+    for r in results:
+        print(json.dumps({k: r.get(k) for k in ("name", "valid_ppl", "pretrain_wps", "pretrain_wall_s",
+                                                  "sst2_dev_acc", "sst2_test_acc", "sst2_test_std")}), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
