@@ -133,7 +133,7 @@ def test_memory_at_peak_replays_a_snapshot_to_its_peak(tmp_path):
     other = frames("/x/torch/autograd.py")
     # a fairseq layer called by the plugin's encoder, under the entry points: the layer's line
     layer = frames("/x/torch/nn/functional.py", "/x/fairseq/modules/transformer_layer.py",
-                   "/x/linformer_plugin/modules/linformer_encoder.py", "/x/linformer_plugin/precision.py",
+                   "/x/linformer_plugin/modules/linformer_encoder.py", "/x/linformer_plugin/fairseq_fixes.py",
                    "/x/fairseq_cli/train.py", "/x/examples/common/train_with_peak_memory.py")
     events = [
         {"action": "free_completed", "addr": 99, "size": 5 * mib},  # allocated before the window: ignored

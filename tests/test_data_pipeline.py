@@ -5,7 +5,6 @@ and the error cases are ones caught before it runs.
 """
 
 import filecmp
-import importlib.util
 import os
 import shutil
 import sys
@@ -15,6 +14,7 @@ import sentencepiece as spm
 from conftest import REPO
 from fairseq.data import Dictionary, data_utils
 
+from linformer_plugin.cli import main_prepare_classification_data, main_prepare_pretraining_data
 from linformer_plugin.data import common, pretraining
 from linformer_plugin.data.classification import prepare_classification_data
 from linformer_plugin.data.common import DataPrepError, PreprocessError
@@ -22,13 +22,6 @@ from linformer_plugin.data.pretraining import prepare_pretraining_data
 from linformer_plugin.data.sentencepiece_text import encode_file
 
 SST2 = os.path.join(REPO, "tests", "data", "sst2_tiny")
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def leftovers(directory):
@@ -49,7 +42,7 @@ def read_rows(path):
 @pytest.fixture(scope="module")
 def pretrain_bin(raw_text, tmp_path_factory):
     dest = tmp_path_factory.mktemp("pretrain") / "data-bin"
-    load_script("prepare_pretraining_data").main([
+    main_prepare_pretraining_data([
         "--train", raw_text["train"], "--valid", raw_text["valid"], "--destdir", str(dest),
         "--vocab-size", "1000", "--workers", "1"])
     return str(dest)
@@ -58,7 +51,7 @@ def pretrain_bin(raw_text, tmp_path_factory):
 @pytest.fixture(scope="module")
 def sst2_bin(pretrain_bin, tmp_path_factory):
     dest = tmp_path_factory.mktemp("sst2") / "SST-2-bin"
-    load_script("prepare_classification_data").main([
+    main_prepare_classification_data([
         "--train", f"{SST2}/train.tsv", "--dev", f"{SST2}/dev.tsv", "--test", f"{SST2}/test.tsv",
         "--pretraining-data", pretrain_bin, "--destdir", str(dest), "--workers", "1"])
     return str(dest)
@@ -92,7 +85,7 @@ def test_pretraining_data_bin(pretrain_bin, raw_text):
 def test_existing_destdir_is_refused_without_force(pretrain_bin, raw_text, capsys):
     before = os.stat(os.path.join(pretrain_bin, "dict.txt")).st_mtime_ns
     with pytest.raises(SystemExit) as exit_info:
-        load_script("prepare_pretraining_data").main(["--train", raw_text["train"], "--destdir", pretrain_bin])
+        main_prepare_pretraining_data(["--train", raw_text["train"], "--destdir", pretrain_bin])
     assert exit_info.value.code == 1
     assert "already exists and is not empty; pass --force" in capsys.readouterr().err
     assert os.stat(os.path.join(pretrain_bin, "dict.txt")).st_mtime_ns == before
@@ -144,7 +137,7 @@ def test_pretraining_input_errors(case, raw_text, pretrain_bin, tmp_path):
 
 def test_cli_rejects_training_options_with_spm_model(raw_text, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        load_script("prepare_pretraining_data").main([
+        main_prepare_pretraining_data([
             "--train", raw_text["train"], "--destdir", "unused", "--spm-model", "m.model", "--vocab-size", "10"])
     assert exit_info.value.code == 2 and "don't apply with --spm-model" in capsys.readouterr().err
 
@@ -281,7 +274,7 @@ def test_classification_input_errors(case, pretrain_bin, tmp_path):
 
 def test_classification_cli_error(pretrain_bin, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        load_script("prepare_classification_data").main([
+        main_prepare_classification_data([
             "--train", f"{SST2}/train.tsv", "--label-column", "sentiment", "--pretraining-data", pretrain_bin,
             "--destdir", str(tmp_path / "bin")])
     err = capsys.readouterr().err

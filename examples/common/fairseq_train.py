@@ -24,7 +24,7 @@ status is that of the first run that failed. Used by the multi-GPU check
 (examples.studies.multi_gpu) and tests/test_distributed.py.
 
 (``--bf16`` needs no fix here: with ``--user-dir linformer_plugin`` the plugin keeps it off fairseq
-0.12's TPU path, see ``linformer_plugin/precision.py``.)
+0.12's TPU path, see ``linformer_plugin/fairseq_fixes.py``.)
 """
 
 import os

@@ -19,7 +19,7 @@ from collections import defaultdict
 
 OURS, FAIRSEQ = "linformer_plugin", "fairseq"
 # frames on every stack of a run (the training entry points): never the name of an allocation
-WRAPPERS = ("train_with_peak_memory", "linformer_plugin/precision.py", "fairseq_cli/")
+WRAPPERS = ("train_with_peak_memory", "linformer_plugin/fairseq_fixes.py", "fairseq_cli/")
 
 
 def site(frames):

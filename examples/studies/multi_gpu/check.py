@@ -32,7 +32,7 @@ precision  --fp16, --memory-efficient-fp16, --bf16 (and fp32 as the baseline) pr
            GPU each, --precision-updates updates: final train/valid loss, the loss-scale trajectory,
            overflow notes, "Minimum loss scale reached", NaN. fairseq 0.12's fairseq-train turns
            --bf16 into --bf16 --tpu (fairseq issue #4696); the plugin, imported through
-           --user-dir, keeps the bf16 run on its GPU (linformer_plugin/precision.py).
+           --user-dir, keeps the bf16 run on its GPU (linformer_plugin/fairseq_fixes.py).
 
 Independent single-GPU runs (precision, the 1-GPU loss run) share the GPUs with the 2-GPU
 correctness runs; only the scaling runs have the GPUs to themselves. --budget-s bounds the whole
