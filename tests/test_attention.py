@@ -198,46 +198,67 @@ def per_sentence_product(weight, x, mask):
     return torch.stack(out, dim=1)
 
 
-@pytest.mark.parametrize("maps", [None, slice(0, 8), slice(8, 16)])
-def test_padded_projection_and_its_gradients_are_exact(maps):
-    from linformer_plugin.modules.sequence_projection import _PaddedSequenceProjection
-
+def test_padded_projection_and_its_gradients_are_exact():
     proj, x, mask = padded_case()
-    weight = proj.weight if maps is None else proj.weight[maps]
-    out = proj(x, mask, maps)
-    expected = per_sentence_product(weight, x, mask)
-    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
-    grad = torch.randn_like(out)
-    got = torch.autograd.grad((out * grad).sum(), [proj.weight, x])
-    want = torch.autograd.grad((expected * grad).sum(), [proj.weight, x])
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w, rtol=0, atol=1e-12)
+    keys, values, key_mask = proj(x, mask)  # E X and F X, each 1 x k x B x C
+    assert key_mask is None
+    for maps, out in ((slice(0, 16), torch.cat([keys[0], values[0]])), (slice(0, 8), keys[0]), (slice(8, 16), values[0])):
+        expected = per_sentence_product(proj.weight[maps], x, mask)
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+        grad = torch.randn_like(out)
+        got = torch.autograd.grad((out * grad).sum(), [proj.weight, x], retain_graph=True)
+        want = torch.autograd.grad((expected * grad).sum(), [proj.weight, x])
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=0, atol=1e-12)
     w = proj.weight.detach().clone().requires_grad_()
-    assert torch.autograd.gradcheck(lambda w, x: _PaddedSequenceProjection.apply(w, x, mask), (w, x))
+    assert torch.autograd.gradcheck(
+        lambda w, x: torch.func.functional_call(proj, {"weight": w}, (x, mask))[0], (w, x))
 
 
-def test_padded_projection_keeps_no_per_sentence_columns_for_the_backward():
-    """The (rows x B x S) columns are gathered again in the backward, not stored: what the forward
-    keeps is E, X (the layer's input, kept by q_proj anyway) and the mask."""
+def test_compaction_gradients():
+    """compact_tokens (the one place padding is handled) against finite differences, in both memory
+    layouts of x and with extra rows (whole windows)."""
+    from linformer_plugin.modules.sequence_projection import compact_tokens
+
+    _, x, mask = padded_case()
+    b_major = x.detach().transpose(0, 1).contiguous().transpose(0, 1).requires_grad_()
+    for inputs, rows in ((x, None), (b_major, None), (x, 16)):
+        assert torch.autograd.gradcheck(lambda x: compact_tokens(x, mask, rows=rows)[0], (inputs,))
+
+
+def test_padded_projection_keeps_no_per_sentence_columns_for_the_backward(monkeypatch):
+    """Neither per-sentence columns (rows x B x S) nor the compacted input (S x B x C) are kept for the
+    backward: what the forward keeps is E, a note to gather the compacted input again from X (the
+    layer's input, kept by q_proj anyway) and index tensors."""
+    from linformer_plugin.modules import sequence_projection
+
     proj, x, mask = padded_case(S=64, B=4, channels=8, n=64, k=32)  # rows x B x S = 8x the size of X
-    saved = []
+    kept = []
+    hooks = torch.autograd.graph.saved_tensors_hooks
 
-    def pack(t):
-        saved.append(t)
-        return t
+    class Recording(hooks):  # records what each pack hook keeps, the projection's own included
+        def __init__(self, pack, unpack):
+            super().__init__(lambda t: kept.append(pack(t)) or kept[-1], unpack)
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = proj(x, mask)
-    out.sum().backward()  # and the backward still works from what was kept
-    assert max(t.numel() for t in saved) == proj.weight.numel()  # E (64 x 64); X is 2,048, columns 16,384
-    assert not any(t.shape == (64, 4, 64) for t in saved)
+    monkeypatch.setattr(torch.autograd.graph, "saved_tensors_hooks", Recording)
+    with Recording(lambda t: t, lambda t: t):
+        keys, values, _ = proj(x, mask)
+    (keys.sum() + values.sum()).backward()  # and the backward still works from what was kept
+    tensors = [t for t in kept if isinstance(t, torch.Tensor)]
+    assert max(t.numel() for t in tensors) == proj.weight.numel()  # E (64 x 64); X is 2,048, columns 16,384
+    assert not any(t.shape == (64, 4, 64) for t in tensors)
+    assert not any(t.numel() == x.numel() for t in tensors)  # the compacted input is gathered again instead
+    assert any(isinstance(t, sequence_projection._GatheredAgain) for t in kept)
+    torch.testing.assert_close(x.grad, torch.autograd.grad(
+        (per_sentence_product(proj.weight, x, mask)).sum(), x)[0], rtol=0, atol=1e-12)
 
 
 def test_padded_projection_under_autocast():
     proj, x, mask = padded_case(dtype=torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = proj(x, mask)
-    assert out.dtype == torch.bfloat16  # as bmm under autocast
+        keys, values, _ = proj(x, mask)
+        out = torch.cat([keys[0], values[0]])
+    assert out.dtype == torch.bfloat16  # as a matmul under autocast
     out.float().sum().backward()
     assert proj.weight.grad.dtype == torch.float32 and x.grad.dtype == torch.float32
     weight, x32 = proj.weight.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()

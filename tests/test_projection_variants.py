@@ -115,14 +115,19 @@ def reference_attention(attn, x, lengths=None):
 
 
 def pad_batch(x, lengths, side, fill):
-    """The sentences x[:L, b], padded on ``side`` with garbage; returns (batch, mask B x T)."""
+    """The sentences x[:L, b], padded on ``side`` (right, left, or interior: pads spread among the
+    tokens) with garbage; returns (batch, mask B x T)."""
     T = x.size(0)
     batch = torch.full_like(x, fill)
     mask = torch.ones(x.size(1), T, dtype=torch.bool)
     for b, L in enumerate(lengths):
-        start = 0 if side == "right" else T - L
-        batch[start:start + L, b] = x[:L, b]
-        mask[b, start:start + L] = False
+        if side == "interior":
+            positions = torch.randperm(T, generator=torch.Generator().manual_seed(b))[:L].sort().values
+        else:
+            start = 0 if side == "right" else T - L
+            positions = torch.arange(start, start + L)
+        batch[positions, b] = x[:L, b]
+        mask[b, positions] = False
     return batch, mask
 
 
@@ -141,17 +146,17 @@ def test_matches_paper_formula(projection, sharing, order, seq_len):
 @pytest.mark.parametrize("projection,sharing,order", VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("T", [N, 22])  # the batch's padded length: 22 is not a whole number of windows
 def test_padding_contributes_nothing(projection, sharing, order, T):
-    """A sentence gives the same output alone as inside a right- or left-padded batch."""
+    """A sentence gives the same output alone as inside a right-, left- or interior-padded batch."""
     attn = make_attention(projection, sharing, order)
     lengths = [T, 17, 9, 4, 1]  # full, partial last window, exact windows, one window, one token
     x = torch.randn(T, len(lengths), C, dtype=torch.double)
     expected = reference_attention(attn, x, lengths)
-    for side, fill in (("right", 1e3), ("left", -1e3)):
+    for side, fill in (("right", 1e3), ("left", -1e3), ("interior", 1e3)):
         batch, mask = pad_batch(x, lengths, side, fill)
         out, _ = attn(batch, batch, batch, key_padding_mask=mask, need_weights=False)
         explicit, _ = attn(batch, batch, batch, key_padding_mask=mask, need_weights=True)
         for b, L in enumerate(lengths):
-            rows = slice(0, L) if side == "right" else slice(T - L, T)
+            rows = (~mask[b]).nonzero()[:, 0]  # where the sentence's tokens are
             torch.testing.assert_close(out[rows, b], expected[:L, b], rtol=1e-9, atol=1e-9)
             torch.testing.assert_close(explicit[rows, b], expected[:L, b], rtol=1e-9, atol=1e-9)
             alone, _ = attn(x[:L, b:b + 1], x[:L, b:b + 1], x[:L, b:b + 1], need_weights=False)
@@ -181,7 +186,8 @@ def test_sdpa_path_equals_explicit_path_and_weights(projection, sharing, order):
 
 @pytest.mark.parametrize("projection,sharing,order", VARIANTS, ids=VARIANT_IDS)
 def test_distinct_key_and_value_inputs(projection, sharing, order):
-    """key and value given as different tensors take the separate path, with the same result."""
+    """key and value given as different tensors (projected side by side by the same call) give the
+    same result."""
     attn = make_attention(projection, sharing, order)
     x = torch.randn(N, 3, C, dtype=torch.double)
     _, mask = pad_batch(x, [N, 11, 3], "left", 0.0)
@@ -191,12 +197,13 @@ def test_distinct_key_and_value_inputs(projection, sharing, order):
 
 
 def test_per_head_orders_agree_and_the_cheaper_is_chosen():
-    a = make_attention("linear", "none", "project_input")
-    b = make_attention("linear", "none", "project_heads")
     x = torch.randn(N, 3, C, dtype=torch.double)
     _, mask = pad_batch(x, [N, 10, 2], "left", 0.0)
-    torch.testing.assert_close(a(x, x, x, key_padding_mask=mask)[0], b(x, x, x, key_padding_mask=mask)[0],
-                               rtol=1e-9, atol=1e-9)
+    for projection in ("linear", "conv"):  # the same projection call, on the input or grouped after k_proj/v_proj
+        a = make_attention(projection, "none", "project_input")
+        b = make_attention(projection, "none", "project_heads")
+        torch.testing.assert_close(a(x, x, x, key_padding_mask=mask)[0], b(x, x, x, key_padding_mask=mask)[0],
+                                   rtol=1e-9, atol=1e-9)
     # H k > C + k: k_proj at full length first is cheaper; else the input is projected per head
     assert LinformerSelfAttention(768, 12, 1024, 128, per_head=True).per_head_order == "project_heads"
     assert LinformerSelfAttention(768, 12, 1024, 32, per_head=True).per_head_order == "project_input"
@@ -243,20 +250,20 @@ def test_window_projection_short_inputs():
     """T < n: ceil(T / s) windows; the last partial one averages (or maxes) its real tokens only."""
     x = torch.randn(10, 2, 3, dtype=torch.double)  # s = 4: windows [0, 4), [4, 8), [8, 10)
     mean = WindowProjection(24, 6, method="mean")
-    rows, key_mask = mean(x)
-    assert rows.shape == (1, 3, 2, 3) and key_mask is None
+    rows, values, key_mask = mean(x)  # one map: keys and values alike
+    assert rows.shape == (1, 3, 2, 3) and key_mask is None and values is rows
     torch.testing.assert_close(rows[0, 2], x[8:10].mean(0))
-    rows, _ = WindowProjection(24, 6, method="max")(x)
+    rows, _, _ = WindowProjection(24, 6, method="max")(x)
     torch.testing.assert_close(rows[0, 2], x[8:10].max(0).values)
     conv = WindowProjection(24, 6, num_maps=2, method="conv").double()
-    rows, _ = conv(x)
-    torch.testing.assert_close(rows[1, 2], conv.kernel[1, 0] * x[8] + conv.kernel[1, 1] * x[9])
+    _, rows, _ = conv(x)  # the values' map
+    torch.testing.assert_close(rows[0, 2], conv.kernel[1, 0] * x[8] + conv.kernel[1, 1] * x[9])
     # padded batch (sentence 1: 5 tokens, left-padded): windows of its own tokens, the rest masked
     padded = torch.cat([torch.full((5, 1, 3), 9.0, dtype=torch.double), x[:5, 1:]])
     batch = torch.cat([x[:, :1], padded], dim=1)
     mask = torch.zeros(2, 10, dtype=torch.bool)
     mask[1, :5] = True
-    rows, key_mask = mean(batch, mask)
+    rows, _, key_mask = mean(batch, mask)
     assert key_mask.tolist() == [[True, True, True], [True, True, False]]
     torch.testing.assert_close(rows[0, 1, 1], x[4:5, 1].mean(0))
     assert (rows[0, 2, 1] == 0).all()
@@ -274,8 +281,8 @@ def test_compact_tokens_moves_real_tokens_first():
 def test_conv_initialisation_matches_linear_variance():
     torch.manual_seed(0)
     x = torch.randn(1024, 64, 8)
-    linear = SequenceProjection(1024, 32, num_maps=1)(x)
-    conv, _ = WindowProjection(1024, 32, num_maps=1, method="conv")(x)
+    linear, _, _ = SequenceProjection(1024, 32, num_maps=1)(x)
+    conv, _, _ = WindowProjection(1024, 32, num_maps=1, method="conv")(x)
     assert 0.8 < conv.var().item() / linear.var().item() < 1.25
 
 

@@ -9,7 +9,8 @@ the k projected keys through ``F.scaled_dot_product_attention``.
 Variants (section 4 of the paper): E and F may be linear (k x n matrices) or windowed (conv,
 mean or max pooling with kernel = stride = n/k, see ``WindowProjection``), shared by the heads
 of a layer (the default), by keys and values, by all layers, or one per head (``per_head``:
-head i uses K_i = (E_i X) W_{k,i}^T + b_{k,i}, with W_{k,i} the rows of W_k of head i).
+head i uses K_i = (E_i X) W_{k,i}^T + b_{k,i}, with W_{k,i} the rows of W_k of head i). Every
+projection answers the same call (``sequence_projection``), padding included.
 """
 
 from typing import Dict, Optional, Tuple
@@ -20,8 +21,8 @@ from torch import Tensor, nn
 
 from fairseq.modules.quant_noise import quant_noise
 
-from .sequence_projection import (SequenceProjection, WindowProjection, build_projection, check_sequence_length,
-                                  columns_per_sentence)
+from ..options import LinformerOptions, attention_sharing, check_attention
+from .sequence_projection import build_projection
 
 PER_HEAD_ORDERS = ("project_input", "project_heads")
 
@@ -36,17 +37,20 @@ class LinformerSelfAttention(nn.Module):
     two, its first map projects keys and the second values.
 
     ``per_head`` (sharing "none"): 2 H maps, the first H for the keys of heads 0..H-1, the next H
-    for their values. Since (E_i X) W^T = E_i (X W^T), there are two exact orders:
+    for their values. Since (E_i X) W^T = E_i (X W^T), there are two exact orders, both the same
+    projection call:
 
     * ``project_input``: project the input once per head, E_i X (one GEMM for all 2H maps with a
       linear projection, 2H cheap passes for conv), then each head's slice of k_proj/v_proj:
       2 H k n C + 2 k C^2 multiply-adds per sentence.
-    * ``project_heads``: k_proj/v_proj at full length without bias, E_i applied to each head's d
-      channels, then the bias: 2 n C^2 + 2 k n C.
+    * ``project_heads``: k_proj/v_proj at full length without bias, then map m on channel group m
+      (head m's keys, then its values: ``grouped``), then the bias: 2 n C^2 + 2 k n C.
 
     ``per_head_order=None`` picks the cheaper: ``project_heads`` for a linear projection when
     H k > C + k (e.g. C = 768, H = 12, k >= 70), else ``project_input`` (always for conv, whose
     per-head pass costs n C, not k n C).
+
+    The options are validated by ``LinformerOptions`` and ``options.check_attention``.
     """
 
     def __init__(
@@ -56,7 +60,7 @@ class LinformerSelfAttention(nn.Module):
         max_positions: int,
         compressed_dim: int,
         shared_kv: bool = False,
-        shared_projection: Optional[SequenceProjection] = None,
+        shared_projection: Optional[nn.Module] = None,
         freeze_projection: bool = False,
         dropout: float = 0.0,
         bias: bool = True,
@@ -68,11 +72,11 @@ class LinformerSelfAttention(nn.Module):
         projection_init: Optional[str] = None,
     ):
         super().__init__()
-        if embed_dim % num_heads != 0:
-            raise ValueError(
-                f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}; choose "
-                "--encoder-embed-dim a multiple of --encoder-attention-heads"
-            )
+        options = LinformerOptions(
+            max_positions, compressed_dim, sharing=attention_sharing(per_head, shared_kv, shared_projection is not None),
+            freeze=freeze_projection, projection=projection_method, init=projection_init,
+        )
+        check_attention(options, embed_dim, num_heads, q_noise)
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
@@ -82,33 +86,19 @@ class LinformerSelfAttention(nn.Module):
             return quant_noise(nn.Linear(embed_dim, embed_dim, bias=bias), q_noise, qn_block_size)
 
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = linear(), linear(), linear(), linear()
-        if per_head and (shared_kv or shared_projection is not None):
-            raise ValueError("per_head (sharing none) excludes shared_kv and a shared (layerwise) projection")
-        if per_head and projection_method in ("mean", "max"):
-            raise ValueError(f"{projection_method} pooling has no parameters: a projection per head would be "
-                             "the same pooling for every head")
-        if per_head and q_noise > 0:
-            raise ValueError("quant-noise (--quant-noise-pq) is not supported with a projection per head "
-                             "(sharing none): its per-head path uses slices of k_proj/v_proj")
         if shared_projection is None:
-            num_maps = 2 * num_heads if per_head else 1 if shared_kv else 2
             self.projection = build_projection(
-                projection_method, max_positions, compressed_dim, num_maps, freeze=freeze_projection,
-                init=projection_init,
+                projection_method, max_positions, compressed_dim, options.maps_per_layer(num_heads),
+                freeze=freeze_projection, init=projection_init,
             )
         else:
             self._shared_projection = (shared_projection,)  # a tuple: not registered as a child
-        projection = self.sequence_projection
-        self.windowed = isinstance(projection, WindowProjection)
         self.per_head = per_head
-        if per_head:
-            if per_head_order is None:
-                k = projection.compressed_dim
-                cheaper = not self.windowed and num_heads * k > embed_dim + k
-                per_head_order = "project_heads" if cheaper else "project_input"
-            if per_head_order not in PER_HEAD_ORDERS or (per_head_order == "project_heads" and self.windowed):
-                raise ValueError(f"per_head_order must be one of {PER_HEAD_ORDERS} (project_heads: linear only), "
-                                 f"got {per_head_order!r}")
+        if per_head and per_head_order is None:
+            cheaper = projection_method == "linear" and num_heads * compressed_dim > embed_dim + compressed_dim
+            per_head_order = "project_heads" if cheaper else "project_input"
+        if per_head and per_head_order not in PER_HEAD_ORDERS:
+            raise ValueError(f"per_head_order must be one of {PER_HEAD_ORDERS}, got {per_head_order!r}")
         self.per_head_order = per_head_order if per_head else None
         self.reset_parameters()
 
@@ -135,94 +125,42 @@ class LinformerSelfAttention(nn.Module):
         self, key: Tensor, value: Tensor, key_padding_mask: Optional[Tensor]
     ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
         """Projected keys and values, each k' x B x C, and a key mask (B x k', True for keys that
-        may be attended; None: all). k' = k, except for windowed projections: ceil(S / s)."""
-        if self.per_head:
-            if self.per_head_order == "project_heads":
-                return self._per_head_after_linear(key, value, key_padding_mask)
-            return self._per_head_from_input(key, value, key_padding_mask)
-        if self.windowed:
-            return self._windowed_keys_values(key, value, key_padding_mask)
-        projection = self.sequence_projection
-        k = projection.compressed_dim
-        two_maps = projection.num_maps == 2
-        if key is value:
-            rows = projection(key, key_padding_mask)  # one GEMM for E X and F X
-            key_rows, value_rows = (rows[:k], rows[k:]) if two_maps else (rows, rows)
-        else:
-            key_rows = projection(key, key_padding_mask, slice(0, k))
-            value_rows = projection(value, key_padding_mask, slice(k, 2 * k) if two_maps else None)
-        return self.k_proj(key_rows), self.v_proj(value_rows), None
+        may be attended; None: all). k' = k, except for windowed projections: ceil(S / s).
 
-    def _windowed_keys_values(self, key, value, key_padding_mask):
+        fairseq's encoder passes key is value; distinct ones (standalone use) are projected by the
+        same call, side by side in the channels."""
         projection = self.sequence_projection
-        two_maps = projection.num_maps == 2
-        if key is value:
-            rows, key_mask = projection(key, key_padding_mask)  # maps x W x B x C
-            key_rows, value_rows = (rows[0], rows[1]) if two_maps else (rows[0], rows[0])
-        else:
-            key_rows, key_mask = projection(key, key_padding_mask, slice(0, 1))
-            value_rows, _ = projection(value, key_padding_mask, slice(1, 2) if two_maps else None)
-            key_rows, value_rows = key_rows[0], value_rows[0]
-        return self.k_proj(key_rows), self.v_proj(value_rows), key_mask
+        if self.per_head_order == "project_heads":
+            weights = (self.k_proj.weight, self.v_proj.weight)
+            if key is value:  # one GEMM for both
+                full = F.linear(key, torch.cat(weights))
+            else:
+                full = torch.cat([F.linear(key, weights[0]), F.linear(value, weights[1])], dim=-1)
+            keys, values, key_mask = projection(full, key_padding_mask, grouped=True)  # H x k' x B x d each
+            return self._merge_heads(keys, self.k_proj.bias), self._merge_heads(values, self.v_proj.bias), key_mask
+        distinct = key is not value
+        keys, values, key_mask = projection(torch.cat([key, value], dim=-1) if distinct else key, key_padding_mask)
+        if distinct:
+            keys, values = keys[..., :self.embed_dim], values[..., self.embed_dim:]
+        if keys.size(0) == 1:  # all heads share the map: G x k' x B x C with G = 1
+            return self.k_proj(keys[0]), self.v_proj(values[0]), key_mask
+        return self._head_linear(keys, self.k_proj), self._head_linear(values, self.v_proj), key_mask
 
     def _head_linear(self, rows: Tensor, linear: nn.Linear) -> Tensor:
         """rows: H x k' x B x C, head i's projected input -> k' x B x C, head i's channels from
         ``linear``'s rows of head i: K_i = (E_i X) W_i^T + b_i."""
-        heads, head_dim = self.num_heads, self.head_dim
-        weight = linear.weight.view(heads, head_dim, -1)
+        weight = linear.weight.view(self.num_heads, self.head_dim, -1)
         out = torch.einsum("hjbc,hdc->jbhd", rows, weight.to(rows.dtype))
         if linear.bias is not None:
-            out = out + linear.bias.view(heads, head_dim).to(out.dtype)  # (under autocast too)
+            out = out + linear.bias.view(self.num_heads, self.head_dim).to(out.dtype)  # (under autocast too)
         return out.reshape(out.size(0), out.size(1), -1)
 
-    def _per_head_from_input(self, key, value, key_padding_mask):
-        """project_input order: E_i X for every map, then each head's slice of k_proj / v_proj."""
-        projection = self.sequence_projection
-        heads = self.num_heads
-        key_mask = None
-        if key is value:
-            rows = projection(key, key_padding_mask)
-            if self.windowed:
-                rows, key_mask = rows  # 2H x W x B x C
-            else:
-                rows = rows.view(2 * heads, projection.compressed_dim, *rows.shape[1:])
-            key_rows, value_rows = rows[:heads], rows[heads:]
-        else:
-            maps = (slice(0, heads), slice(heads, 2 * heads))
-            if not self.windowed:
-                k = projection.compressed_dim
-                maps = (slice(0, heads * k), slice(heads * k, 2 * heads * k))
-            key_rows, value_rows = projection(key, key_padding_mask, maps[0]), projection(value, key_padding_mask, maps[1])
-            if self.windowed:
-                (key_rows, key_mask), (value_rows, _) = key_rows, value_rows
-            else:
-                key_rows, value_rows = (r.view(heads, -1, *r.shape[1:]) for r in (key_rows, value_rows))
-        return self._head_linear(key_rows, self.k_proj), self._head_linear(value_rows, self.v_proj), key_mask
-
-    def _per_head_after_linear(self, key, value, key_padding_mask):
-        """project_heads order (linear): X W^T at full length, then E_i on head i's channels, then b."""
-        projection = self.sequence_projection
-        heads, head_dim, k = self.num_heads, self.head_dim, projection.compressed_dim
-        seq_len, bsz, _ = key.shape
-        check_sequence_length(seq_len, projection.max_positions)
-        if key is value:  # one GEMM for both
-            weight = torch.cat([self.k_proj.weight, self.v_proj.weight])
-            full = F.linear(key, weight).view(seq_len, bsz, 2 * heads, head_dim)
-        else:
-            full = torch.cat([F.linear(key, self.k_proj.weight), F.linear(value, self.v_proj.weight)], dim=-1)
-            full = full.view(seq_len, bsz, 2 * heads, head_dim)
-        maps = projection.weight.to(full.dtype).view(2 * heads, k, -1)
-        if key_padding_mask is None:
-            out = torch.einsum("mjs,sbmd->jbmd", maps[:, :, :seq_len], full)
-        else:  # as SequenceProjection: real token number p meets column p of its head's map
-            per_sentence = columns_per_sentence(maps, key_padding_mask, full.dtype)  # 2H x k x B x S
-            out = torch.einsum("mjbs,sbmd->jbmd", per_sentence, full)
-        keys, values = out[:, :, :heads], out[:, :, heads:]
-        if self.k_proj.bias is not None:
-            keys = keys + self.k_proj.bias.view(heads, head_dim).to(keys.dtype)
-        if self.v_proj.bias is not None:
-            values = values + self.v_proj.bias.view(heads, head_dim).to(values.dtype)
-        return keys.reshape(k, bsz, -1), values.reshape(k, bsz, -1), None
+    def _merge_heads(self, rows: Tensor, bias: Optional[Tensor]) -> Tensor:
+        """rows: H x k' x B x d, head i's keys (or values) without bias -> k' x B x C."""
+        out = rows.permute(1, 2, 0, 3)
+        if bias is not None:
+            out = out + bias.view(self.num_heads, self.head_dim).to(out.dtype)
+        return out.reshape(out.size(0), out.size(1), -1)
 
     def forward(
         self,

@@ -1,12 +1,33 @@
-"""E and F: maps along the sequence axis, n positions -> k rows (Linformer, eq. 7): the learned
-linear ``SequenceProjection`` and the windowed ``WindowProjection`` (conv, mean and max pooling)."""
+"""E and F: maps along the sequence axis, n positions -> k rows (Linformer, eq. 7).
+
+Every projection answers one call::
+
+    keys, values, key_mask = projection(x, padding_mask)
+
+x is S x B x C (sequence first, as in fairseq), padding_mask B x S (True at pads) or None. keys
+and values are G x k' x B x C: G = 1 when all heads share the map (E and F, or E = F) and G = H
+with one map per head; key_mask is None (every key exists) or B x k', True where a window holds
+tokens of that sentence (windowed projections of padded input). For E = F, keys is values.
+
+* ``SequenceProjection`` (linear): learned k x n matrices, all maps in one GEMM;
+* ``WindowProjection`` (conv, mean, max pooling): kernel = stride = n / k (section 4 of the paper).
+
+Padding is handled in one place, ``compact_tokens``: each sentence's real tokens move to its
+start (token t goes to its position among its sentence's real tokens, as fairseq's positional
+embeddings count), so every projection runs its unpadded code on the result, and right, left and
+interior padding give what the sentence alone gives. The compacted copy is not kept for the
+backward (``_gathered_again``): the backward gathers it again from x, which q_proj keeps anyway.
+"""
 
 import math
-from typing import Optional, Tuple
+from contextlib import contextmanager
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..checkpoint import WINDOW_METHOD_CODES
 
 
 def check_sequence_length(seq_len: int, max_positions: int):
@@ -20,121 +41,205 @@ def check_sequence_length(seq_len: int, max_positions: int):
         )
 
 
-def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
-    """The dtype autocast computes matmuls in on this device type, None where it is off."""
-    try:
-        if torch.is_autocast_enabled(device_type):
-            return torch.get_autocast_dtype(device_type)
-        return None
-    except (TypeError, AttributeError):  # torch < 2.4: one function per device type
-        if device_type == "cuda" and torch.is_autocast_enabled():
-            return torch.get_autocast_gpu_dtype()
-        if device_type == "cpu" and torch.is_autocast_cpu_enabled():
-            return torch.get_autocast_cpu_dtype()
-        return None
+# ----------------------------------------------------------------------------- padding, in one place
 
 
-class _PaddedSequenceProjection(torch.autograd.Function):
-    """E X for a padded batch, each sentence meeting E's columns of its real tokens' positions.
+class Compaction(NamedTuple):
+    """Where each token of a padded batch goes (index work done once per forward).
 
-    The same as ``bmm(columns_per_sentence(E), X)``, but the per-sentence columns (rows x B x S, as
-    large as X itself when 2k = C) are not kept for the backward: they are gathered again there, a
-    cheap index_select, instead of holding one more activation per layer. X is kept, but it is the
-    layer's input, which k_proj/q_proj keep anyway. Under autocast the products run in autocast's
-    dtype, as ``bmm`` would.
+    Rows are x's (S x B) positions in x's memory order: B-major when x is a transpose of a B x S x C
+    tensor (fairseq's encoder input), else S-major; compacted rows are always S-major.
     """
 
-    @staticmethod
-    def forward(ctx, weight: Tensor, x: Tensor, padding_mask: Tensor) -> Tensor:
-        device_type = x.device.type
-        dtype = autocast_dtype(device_type) or x.dtype
-        with torch.autocast(device_type, enabled=False):
-            per_sentence = columns_per_sentence(weight, padding_mask, dtype)  # rows x B x S
-            projected = torch.bmm(per_sentence.transpose(0, 1), x.to(dtype).transpose(0, 1))  # B x rows x C
-        ctx.save_for_backward(weight, x, padding_mask)
-        ctx.dtype = dtype
-        return projected.transpose(0, 1)
-
-    @staticmethod
-    def backward(ctx, grad_output: Tensor):
-        weight, x, padding_mask = ctx.saved_tensors
-        dtype = ctx.dtype
-        grad_weight = grad_x = None
-        positions, keep = sentence_positions(padding_mask)
-        with torch.autocast(x.device.type, enabled=False):
-            grad = grad_output.to(dtype).transpose(0, 1)  # B x rows x C
-            if ctx.needs_input_grad[1]:
-                per_sentence = _gather_columns(weight, positions, keep, dtype)  # gathered again
-                grad_x = torch.bmm(per_sentence.permute(1, 2, 0), grad).transpose(0, 1).to(x.dtype)  # S x B x C
-            if ctx.needs_input_grad[0]:
-                grad_columns = torch.bmm(grad, x.to(dtype).permute(1, 2, 0)) * keep[:, None, :].to(dtype)  # B x rows x S
-                rows = weight.size(0)
-                # summed over the batch's tokens in at least fp32, whatever the training precision
-                accumulate = torch.promote_types(dtype, torch.float32)
-                grad_weight = torch.zeros(weight.shape, dtype=accumulate, device=weight.device)
-                grad_weight.index_add_(1, positions.flatten(),
-                                       grad_columns.transpose(0, 1).reshape(rows, -1).to(accumulate))
-                grad_weight = grad_weight.to(weight.dtype)
-        return grad_weight, grad_x, None
+    gather: Tensor  # compacted row i (of the first S x B) is x's row gather[i]
+    inverse: Tensor  # x's row r goes to compacted row inverse[r]
+    pads: Tensor  # x's rows that are pads
+    beyond: Tensor  # rows x B: compacted positions past the sentence's tokens (filled)
+    lengths: Tensor  # B: real tokens per sentence
+    b_major: bool
 
 
-def sentence_positions(padding_mask: Tensor) -> Tuple[Tensor, Tensor]:
-    """padding_mask B x S (True at pads) -> (each token's position among its sentence's real
-    tokens, as fairseq's positional embeddings count, 0 at pads; the real-token mask)."""
+def compaction(x: Tensor, padding_mask: Tensor, rows: Optional[int] = None) -> Compaction:
+    """The compaction of x (S x B x C) under padding_mask (B x S), into ``rows`` >= S rows."""
+    seq_len, bsz, _ = x.shape
     keep = ~padding_mask
-    return (keep.cumsum(dim=1) - 1).clamp_(min=0), keep
+    lengths = keep.sum(dim=1)
+    # real token number p (fairseq's count) goes to position p; the pads follow, in order
+    position = torch.where(keep, keep.cumsum(dim=1) - 1, lengths[:, None] + padding_mask.cumsum(dim=1) - 1)
+    to_row = position * bsz + torch.arange(bsz, device=x.device)[:, None]  # B x S, S-major rows
+    b_major = not x.is_contiguous() and x.transpose(0, 1).is_contiguous()
+    inverse = (to_row if b_major else to_row.T).flatten()
+    gather = torch.empty_like(inverse)
+    gather[inverse] = torch.arange(inverse.numel(), device=x.device)
+    pads = (padding_mask if b_major else padding_mask.T).flatten()
+    beyond = torch.arange(rows or seq_len, device=x.device)[:, None] >= lengths[None, :]
+    return Compaction(gather, inverse, pads, beyond, lengths, b_major)
 
 
-def columns_per_sentence(weight: Tensor, padding_mask: Tensor, dtype: torch.dtype) -> Tensor:
-    """weight (..., n) -> (..., B, S): for each sentence, the column of each real token's position
-    among the real tokens of its sentence (as fairseq's positional embeddings count), zero at pads."""
-    return _gather_columns(weight, *sentence_positions(padding_mask), dtype)
+def _x_rows(x: Tensor, b_major: bool) -> Tensor:
+    return (x.transpose(0, 1) if b_major else x).reshape(-1, x.size(-1))  # a view, except for odd strides
 
 
-def _gather_columns(weight: Tensor, positions: Tensor, keep: Tensor, dtype: torch.dtype) -> Tensor:
-    # index_select: its backward is one index_add_ (no sort, unlike advanced indexing's)
-    columns = weight.to(dtype).index_select(weight.dim() - 1, positions.flatten())
-    return columns.view(*weight.shape[:-1], *keep.shape) * keep.to(dtype)
+def _compact(x: Tensor, plan: Compaction, fill: float) -> Tensor:
+    seq_len, bsz, channels = x.shape
+    rows = plan.beyond.size(0)
+    out = x.new_empty(rows * bsz, channels)
+    torch.index_select(_x_rows(x, plan.b_major), 0, plan.gather, out=out[:seq_len * bsz])
+    out = out.view(rows, bsz, channels)
+    # a broadcast mul or add (masked_fill_ with a broadcast mask is several times slower on CPU);
+    # x's pads are finite (fairseq's are), so they become exactly 0 or -inf here
+    if fill == 0:
+        return out.mul_((~plan.beyond)[..., None].to(x.dtype))
+    return out.add_(torch.where(plan.beyond, fill, 0.0)[..., None].to(x.dtype))  # fill = -inf
+
+
+class _Compact(torch.autograd.Function):
+    """``_compact`` with the inverse gather as its backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, plan: Compaction, fill: float) -> Tensor:
+        ctx.plan, ctx.shape = plan, x.shape
+        return _compact(x, plan, fill)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        plan, (seq_len, bsz, channels) = ctx.plan, ctx.shape
+        grad = grad[:seq_len].reshape(-1, channels).index_select(0, plan.inverse)
+        grad.mul_((~plan.pads)[:, None].to(grad.dtype))  # pads get no gradient
+        grad = grad.view(bsz, seq_len, channels).transpose(0, 1) if plan.b_major else grad.view(seq_len, bsz, channels)
+        return grad, None, None
+
+
+def compact_tokens(x: Tensor, padding_mask: Tensor, fill: float = 0.0,
+                   rows: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """Each sentence's real tokens moved to its start in their order, ``fill`` after them.
+
+    x: S x B x C, padding_mask: B x S (True at pads). Returns (rows x B x C, lengths B), rows = S
+    unless given (more rows: whole windows without another copy).
+    """
+    plan = compaction(x, padding_mask, rows)
+    return _Compact.apply(x, plan, fill), plan.lengths
+
+
+class _GatheredAgain:
+    """What an op keeps instead of (a view of) the compacted input: x and the plan to gather it again."""
+
+    def __init__(self, x: Tensor, plan: Compaction, fill: float, view: Tensor):
+        self.x, self.version, self.plan, self.fill = x, x._version, plan, fill
+        self.view = (view.size(), view.stride(), view.storage_offset())
+
+    def tensor(self) -> Tensor:
+        if self.x._version != self.version:
+            raise RuntimeError("the input of a Linformer projection was modified in place after the forward; "
+                               "its backward needs the original values (clone it before changing it)")
+        with torch.no_grad():
+            return _compact(self.x, self.plan, self.fill).as_strided(*self.view)
+
+
+def _unpack(saved):
+    return saved.tensor() if isinstance(saved, _GatheredAgain) else saved
+
+
+@contextmanager
+def _gathered_again(compacted: Tensor, x: Tensor, plan: Compaction, fill: float):
+    """Ops in this block that save the compacted input for the backward keep a ``_GatheredAgain``
+    instead: the backward gathers it again from x (a cheap index_select) rather than the forward
+    holding one more S x B x C activation per layer. Under torch.compile the compiler decides."""
+    if getattr(torch.compiler, "is_compiling", lambda: False)():  # (torch < 2.3 has no is_compiling)
+        yield
+        return
+    storage = compacted.untyped_storage().data_ptr()
+
+    def pack(t: Tensor):
+        if t.device == compacted.device and t.untyped_storage().data_ptr() == storage:
+            return _GatheredAgain(x, plan, fill, t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, _unpack):
+        yield
+
+
+# ----------------------------------------------------------------------------- the projections
+
+
+def _init_xavier(block: Tensor):
+    nn.init.xavier_uniform_(block, gain=1 / math.sqrt(2))
+
+
+def _init_normal(block: Tensor):
+    block.normal_(mean=0.0, std=0.02)
+
+
+def _init_mean(block: Tensor):
+    rows, n = block.shape
+    edges = [i * n // rows for i in range(rows + 1)]
+    block.zero_()
+    for i in range(rows):
+        block[i, edges[i]:edges[i + 1]] = 1.0 / (edges[i + 1] - edges[i])
+
+
+_INITS = {"xavier": _init_xavier, "normal": _init_normal, "mean": _init_mean}
 
 
 def init_projection(block: Tensor, method: Optional[str] = None):
-    """Initialise one map in place: a (k x n) linear E, or a (maps x s) block of conv kernels.
+    """Initialise one map in place (``method`` is validated by ``LinformerOptions``): a (k x n)
+    linear E, or a (1 x s) conv kernel.
 
     * ``xavier`` (default): xavier-uniform with gain 1/sqrt(2), as fairseq's reference writes it for
       its compress_k / compress_v;
     * ``normal``: N(0, 0.02), what the reference's projections actually start from (its RobertaModel
       applies ``init_bert_params``, which re-initialises every ``nn.Linear``, compress_k included);
     * ``mean``: row i of E averages the positions [floor(i n / k), floor((i + 1) n / k)) (a conv
-      kernel: every tap 1/s), so the projection starts as mean pooling over windows of ~n/k tokens.
-      Learned projections must otherwise discover locality from a random mix of all n positions;
-      mean pooling with the same k trained to a lower perplexity than the xavier start in our study
-      (docs/results.md), and this start keeps the freedom to learn any E.
+      kernel: every tap 1/s), so the projection starts as mean pooling over windows of ~n/k tokens
+      and keeps the freedom to learn any E (a random E must otherwise discover locality).
     """
-    method = method or "xavier"
     with torch.no_grad():
-        if method == "xavier":
-            nn.init.xavier_uniform_(block, gain=1 / math.sqrt(2))
-        elif method == "normal":
-            block.normal_(mean=0.0, std=0.02)
-        elif method == "mean":
-            rows, n = block.shape
-            edges = [i * n // rows for i in range(rows + 1)]
-            block.zero_()
-            for i in range(rows):
-                block[i, edges[i]:edges[i + 1]] = 1.0 / (edges[i + 1] - edges[i])
-        else:
-            raise ValueError(f"unknown projection initialisation {method!r}; choose xavier, normal or mean")
+        _INITS[method or "xavier"](block)
     return block
 
 
-class SequenceProjection(nn.Module):
+class _Projection(nn.Module):
+    """The contract shared by every projection (see the module docstring); subclasses implement
+    ``_project`` for unpadded input, padding is handled here."""
+
+    fill = 0.0  # the value of compacted positions past a sentence's tokens
+    max_positions: int
+    num_maps: int
+
+    def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None,
+                grouped: bool = False) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """x: S x B x C, padding_mask: B x S (True at pads). Returns (keys, values, key_mask), keys
+        and values G x k' x B x C. ``grouped``: x's channels are ``num_maps`` groups and map m acts
+        on group m only (per-head maps applied after k_proj/v_proj); keys and values are then
+        (maps / 2) x k' x B x (C / maps)."""
+        check_sequence_length(x.size(0), self.max_positions)
+        if padding_mask is None:
+            rows, key_mask = self._project(x, None, grouped)
+        else:
+            plan = compaction(x, padding_mask, self._compacted_rows(x.size(0)))
+            compacted = _Compact.apply(x, plan, self.fill)
+            with _gathered_again(compacted, x, plan, self.fill):
+                rows, key_mask = self._project(compacted, plan.lengths, grouped)
+        if rows.size(0) == 1:  # E = F
+            return rows, rows, key_mask
+        half = rows.size(0) // 2
+        return rows[:half], rows[half:], key_mask
+
+    def _compacted_rows(self, seq_len: int) -> int:
+        return seq_len
+
+    def _project(self, x: Tensor, lengths: Optional[Tensor], grouped: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        """x: S' x B x C, each sentence's tokens first (``lengths`` of them; None: all S). Returns
+        (maps x k' x B x C rows, key_mask)."""
+        raise NotImplementedError
+
+
+class SequenceProjection(_Projection):
     """``num_maps`` stacked (k x max_positions) matrices applied along the sequence axis.
 
-    With ``num_maps=2`` the rows ``[0, k)`` are E (keys) and ``[k, 2k)`` are F (values), so
-    one GEMM projects the inputs of both. A sequence of length S <= max_positions uses the
-    first S columns. Padded positions contribute nothing: a token at position t of its
-    sentence (counting only real tokens, as fairseq's positional embeddings do) always
-    meets column t, so neither right nor left padding changes the result.
+    With ``num_maps=2`` the rows ``[0, k)`` are E (keys) and ``[k, 2k)`` are F (values); with 2 H,
+    E_0..E_{H-1} then F_0..F_{H-1}; with one, E = F. A sequence of length S <= max_positions uses
+    the first S columns: real token number t of a sentence always meets column t.
     """
 
     def __init__(self, max_positions: int, compressed_dim: int, num_maps: int = 2, freeze: bool = False,
@@ -152,19 +257,15 @@ class SequenceProjection(nn.Module):
         for block in self.weight.data.split(self.compressed_dim):  # each map on its own
             init_projection(block, self.init)
 
-    def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None, maps: Optional[slice] = None) -> Tensor:
-        """x: S x B x C (sequence first, as in fairseq); padding_mask: B x S, True at pads.
-
-        Returns (rows x B x C) where rows = k per map selected by ``maps`` (default all).
-        """
-        seq_len, bsz, channels = x.shape
-        check_sequence_length(seq_len, self.max_positions)
-        weight = self.weight if maps is None else self.weight[maps]
-        if padding_mask is None:
-            # one GEMM over all sentences: (rows x S) @ (S x B*C), no transposes
-            projected = weight[:, :seq_len].to(x.dtype) @ x.reshape(seq_len, bsz * channels)
-            return projected.view(-1, bsz, channels)
-        return _PaddedSequenceProjection.apply(weight, x, padding_mask)
+    def _project(self, x, lengths, grouped):
+        seq_len, bsz = x.shape[:2]
+        weight = self.weight[:, :seq_len].to(x.dtype)
+        if grouped:  # one batched GEMM over the maps, each on its channel group
+            maps = weight.view(self.num_maps, self.compressed_dim, seq_len)
+            return torch.einsum("mjs,sbmd->mjbd", maps, x.view(seq_len, bsz, self.num_maps, -1)), None
+        # one GEMM over all maps and sentences: (rows x S) @ (S x B*C), no transposes
+        rows = weight @ x.reshape(seq_len, -1)
+        return rows.view(self.num_maps, self.compressed_dim, bsz, -1), None
 
     def extra_repr(self) -> str:
         return (
@@ -173,10 +274,7 @@ class SequenceProjection(nn.Module):
         )
 
 
-WINDOW_METHOD_CODES = {"conv": 0, "mean": 1, "max": 2}
-
-
-class WindowProjection(nn.Module):
+class WindowProjection(_Projection):
     """The paper's "general projections" (section 4): conv, mean or max pooling along the sequence
     with kernel = stride = s = max_positions / k, so n positions give k rows.
 
@@ -184,24 +282,19 @@ class WindowProjection(nn.Module):
       ``Conv1d(1, 1, s, stride=s)`` run on each channel): it is the linear projection E restricted
       to a block-diagonal k x n matrix whose blocks are one kernel, so E X W^T = E (X W^T) still
       holds and a projection per head stays meaningful. It neither mixes channels (a
-      ``Conv1d(C, C, s, stride=s)`` would be a full extra C x C layer per window, before k_proj,
-      which is itself a C x C layer) nor has a kernel per channel; its cost is B n C
-      multiply-adds per map and its parameters ``num_maps x s``. Initialised like one row of
-      the linear projection (``init_projection``: xavier-uniform with gain 1/sqrt(2) on each
-      (1 x s) block by default, which gives the projected rows the linear projection's variance).
+      ``Conv1d(C, C, s, stride=s)`` would be a full extra C x C layer per window) nor has a kernel
+      per channel; its cost is B n C multiply-adds per map and its parameters ``num_maps x s``.
+      Initialised like one row of the linear projection (``init_projection`` on each (1 x s) block),
+      which gives the projected rows the linear projection's variance.
     * ``mean`` / ``max``: pooling over each window, per channel; no parameters, one map that
       serves keys and values alike.
 
-    Windows are defined by a token's position among the real tokens of its sentence (as the
-    linear projection's columns are): real token number p falls in window p // s at tap p % s,
-    so right or left padding never changes which window a token falls in. For a sentence of
-    L < n tokens only ceil(L / s) windows hold tokens, and the last may be partial: conv uses
-    the kernel's first taps (zeros for the missing tokens, like a linear E's first L columns),
-    mean divides by the number of real tokens in the window, max takes the max over them. The
-    empty windows are not keys: without a padding mask all sentences have the padded length S and
-    only ceil(S / s) rows are returned; with one, ``ceil(S / s)`` rows are returned with a
-    ``key_mask`` (B x rows, True for windows that hold tokens of that sentence) that attention
-    applies, so a sentence gives the same output alone as inside any padded batch.
+    Real token number p of a sentence falls in window p // s at tap p % s. For a sentence of
+    L < n tokens only ceil(L / s) windows hold tokens, and the last may be partial: conv uses the
+    kernel's first taps, mean divides by the number of real tokens in the window, max takes the
+    max over them. Without a padding mask ceil(S / s) rows are returned; with one, ceil(S / s) rows
+    and a key_mask (B x rows, True for windows that hold tokens of that sentence), so a sentence
+    gives the same output alone as inside any padded batch.
 
     The persistent buffer ``layout`` = [method code, stride] records the variant in checkpoints
     (mean and max pooling have no parameter that would tell them apart).
@@ -210,19 +303,13 @@ class WindowProjection(nn.Module):
     def __init__(self, max_positions: int, compressed_dim: int, num_maps: int = 2, method: str = "conv",
                  freeze: bool = False, init: Optional[str] = None):
         super().__init__()
-        if method not in WINDOW_METHOD_CODES:
-            raise ValueError(f"unknown window projection {method!r}; choose one of {', '.join(WINDOW_METHOD_CODES)}")
-        if compressed_dim <= 0 or max_positions % compressed_dim:
-            raise ValueError(
-                f"a {method} projection with kernel = stride = n/k needs k to divide n, got "
-                f"n={max_positions}, k={compressed_dim}"
-            )
         self.max_positions = max_positions
         self.compressed_dim = compressed_dim
         self.stride = max_positions // compressed_dim
         self.method = method
         self.num_maps = num_maps if method == "conv" else 1
         self.init = init
+        self.fill = float("-inf") if method == "max" else 0.0  # pads never win a max
         if method == "conv":
             self.kernel = nn.Parameter(torch.empty(self.num_maps, self.stride))
             self.reset_parameters()
@@ -236,36 +323,25 @@ class WindowProjection(nn.Module):
             for kernel in self.kernel.data.split(1):  # each map a (1 x s) block, as one row of E
                 init_projection(kernel, self.init)
 
-    def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None, maps: Optional[slice] = None):
-        """x: S x B x C; padding_mask: B x S, True at pads.
+    def _compacted_rows(self, seq_len: int) -> int:
+        return -(-seq_len // self.stride) * self.stride  # whole windows: no padding copy after
 
-        Returns ``(rows, key_mask)``: rows is (maps x W x B x C) with W = ceil(S / s) windows (maps
-        selected by ``maps``, default all; one for pooling), key_mask is None without a padding
-        mask, else B x W, True where the window holds tokens of that sentence.
-        """
-        seq_len, bsz, channels = x.shape
-        check_sequence_length(seq_len, self.max_positions)
+    def _project(self, x, lengths, grouped):
+        seq_len, bsz = x.shape[:2]
         s = self.stride
         windows = -(-seq_len // s)
-        key_mask = lengths = None
-        if padding_mask is not None:
-            x, lengths = compact_tokens(x, padding_mask)  # real tokens first, zeros after
-            # a sentence of no tokens keeps window 0 (all zeros): a softmax needs one key
+        pad = windows * s - seq_len  # unpadded input only: compacted input has whole windows
+        if pad:
+            x = F.pad(x, (0, 0, 0, 0, 0, pad), value=self.fill)
+        xv = x.view(windows, s, bsz, -1)  # splits the sequence axis: a view whatever x's strides
+        key_mask = None
+        if lengths is not None:  # a sentence of no tokens keeps window 0 (all fill): a softmax needs one key
             key_mask = torch.arange(windows, device=x.device)[None, :] < ((lengths + s - 1) // s).clamp(min=1)[:, None]
-        pad = windows * s - seq_len
         if self.method == "max":
-            if lengths is not None:  # pads (after compaction: positions >= length) never win
-                beyond = torch.arange(seq_len, device=x.device)[:, None] >= lengths[None, :]  # S x B
-                x = x.masked_fill(beyond[..., None], float("-inf"))
-            if pad:
-                x = F.pad(x, (0, 0, 0, 0, 0, pad), value=float("-inf"))
-            rows = x.view(windows, s, bsz, channels).amax(dim=1)  # a view: no copy
+            rows = xv.amax(dim=1)
             if key_mask is not None:  # empty windows: 0 rather than -inf (masked anyway, and no NaN)
                 rows = rows.masked_fill(~key_mask.T[..., None], 0.0)
             return rows.unsqueeze(0), key_mask
-        if pad:
-            x = F.pad(x, (0, 0, 0, 0, 0, pad))
-        xv = x.view(windows, s, bsz, channels)  # splits the sequence axis: a view whatever x's strides
         if self.method == "mean":
             if lengths is None:
                 counts = torch.full((windows, 1), s, dtype=x.dtype, device=x.device)
@@ -274,8 +350,10 @@ class WindowProjection(nn.Module):
                 starts = torch.arange(windows, device=x.device)[:, None] * s
                 counts = (lengths[None, :] - starts).clamp(min=1, max=s).to(x.dtype)  # W x B
             return (xv.sum(dim=1) / counts[..., None]).unsqueeze(0), key_mask
-        kernel = self.kernel if maps is None else self.kernel[maps]
-        return torch.einsum("mr,wrbc->mwbc", kernel.to(x.dtype), xv), key_mask
+        kernel = self.kernel.to(x.dtype)
+        if grouped:  # map m on channel group m
+            return torch.einsum("mr,wrbmd->mwbd", kernel, xv.view(windows, s, bsz, self.num_maps, -1)), key_mask
+        return torch.einsum("mr,wrbc->mwbc", kernel, xv), key_mask
 
     def extra_repr(self) -> str:
         trainable = self.kernel is not None and self.kernel.requires_grad
@@ -283,30 +361,8 @@ class WindowProjection(nn.Module):
                 f"stride={self.stride}, num_maps={self.num_maps}, trainable={trainable}")
 
 
-def compact_tokens(x: Tensor, padding_mask: Tensor) -> Tuple[Tensor, Tensor]:
-    """Each sentence's real tokens moved to its start in their order, zeros after them.
-
-    x: S x B x C, padding_mask: B x S (True at pads). Returns (S x B x C, lengths B). Right padding
-    leaves x as it is (but copied); left padding shifts each sentence to the front.
-    """
-    seq_len, bsz, channels = x.shape
-    # a stable sort of the pad flags puts the real tokens first, in their order
-    order = torch.sort(padding_mask.to(torch.uint8), dim=1, stable=True).indices  # B x S
-    batch = torch.arange(bsz, device=x.device)
-    if x.transpose(0, 1).is_contiguous():  # B x S x C in memory (fairseq transposes B x T x C): no copy
-        flat = (order + batch[:, None] * seq_len).flatten()
-        compact = x.transpose(0, 1).reshape(bsz * seq_len, channels).index_select(0, flat)
-        compact = compact.view(bsz, seq_len, channels).transpose(0, 1)
-    else:
-        flat = (order.T * bsz + batch).flatten()  # row of x.view(S*B, C)
-        compact = x.reshape(seq_len * bsz, channels).index_select(0, flat).view(seq_len, bsz, channels)
-    lengths = (~padding_mask).sum(dim=1)
-    valid = torch.arange(seq_len, device=x.device)[:, None] < lengths[None, :]  # S x B
-    return compact * valid[..., None].to(x.dtype), lengths
-
-
 def build_projection(method: str, max_positions: int, compressed_dim: int, num_maps: int, freeze: bool = False,
-                     init: Optional[str] = None):
+                     init: Optional[str] = None) -> _Projection:
     """A ``SequenceProjection`` (linear) or a ``WindowProjection`` (conv, mean, max)."""
     if method == "linear":
         return SequenceProjection(max_positions, compressed_dim, num_maps=num_maps, freeze=freeze, init=init)
