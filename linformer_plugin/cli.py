@@ -31,21 +31,25 @@ def print_user_dir():
 
 
 def main_prepare_pretraining_data(argv=None):
-    """Raw text -> sentencepiece -> fairseq-preprocess: a data-bin for masked-LM pretraining.
+    """Raw text -> sentencepiece -> dict.txt and .bin/.idx: a data-bin for masked-LM pretraining.
 
         linformer-prepare-pretraining-data --train train.txt --valid valid.txt --destdir data-bin \\
-            --vocab-size 8000 [--model-type unigram|bpe] [--workers 8] [--force]
+            --vocab-size 8000 [--model-type unigram|bpe] [--spm-sample-lines N] [--workers 8] [--force]
         linformer-prepare-pretraining-data --train more.txt --destdir data-bin2 \\
             --spm-model data-bin/sentencepiece.bpe.model --srcdict data-bin/dict.txt
 
     (or python scripts/prepare_pretraining_data.py with the same flags)
 
     Text files: one paragraph per line, a blank line between documents. destdir gets dict.txt,
-    {train,valid,test}.{bin,idx} and sentencepiece.bpe.model; it appears only when whole, and an
-    existing non-empty one is replaced only with --force.
+    {train,valid,test}.{bin,idx} (the bytes fairseq-preprocess --only-source writes),
+    sentencepiece.bpe.model and data-prep.json (input hashes, options, versions, counts, times). It
+    appears only when whole; run again with the same inputs and options, it is reported up to date
+    and left alone; an existing non-empty one is otherwise replaced only with --force. The output
+    does not depend on --workers.
     """
     from .data.common import DataPrepError, PreprocessError
     from .data.pretraining import prepare_pretraining_data
+    from .data.sentencepiece_text import SPM_SAMPLE_LINES, SPM_SEED
 
     parser = _parser(main_prepare_pretraining_data)
     parser.add_argument("--train", required=True, help="raw text for training (also trains the sentencepiece model)")
@@ -54,19 +58,28 @@ def main_prepare_pretraining_data(argv=None):
     parser.add_argument("--destdir", required=True, help="the data-bin to write")
     parser.add_argument("--vocab-size", type=int, help="sentencepiece pieces to train (default 8000)")
     parser.add_argument("--model-type", choices=["unigram", "bpe"], help="sentencepiece algorithm (default unigram)")
+    parser.add_argument("--spm-sample-lines", type=int, metavar="N",
+                        help=f"train sentencepiece on N lines of --train chosen with --seed, 0 for all "
+                             f"(default {SPM_SAMPLE_LINES:,}; a smaller file is used whole)")
+    parser.add_argument("--seed", type=int, help=f"for the sample and sentencepiece (default {SPM_SEED})")
     parser.add_argument("--spm-model", help="reuse this sentencepiece .model instead of training one")
     parser.add_argument("--srcdict", help="reuse this fairseq dict.txt instead of building one from --train")
     parser.add_argument("--workers", type=int, default=_default_workers(),
-                        help="fairseq-preprocess processes (default: cores, at most 8)")
-    parser.add_argument("--force", action="store_true", help="replace a non-empty destdir")
+                        help="threads that encode the text (default: cores, at most 8); the output does not "
+                             "depend on it")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty destdir, even an up-to-date one")
     args = parser.parse_args(argv)
-    if args.spm_model and (args.vocab_size is not None or args.model_type is not None):
-        parser.error("--vocab-size and --model-type train a new model; they don't apply with --spm-model")
+    training = (args.vocab_size, args.model_type, args.spm_sample_lines, args.seed)
+    if args.spm_model and any(option is not None for option in training):
+        parser.error("--vocab-size, --model-type, --spm-sample-lines and --seed train a new model; "
+                     "they don't apply with --spm-model")
     try:
         prepare_pretraining_data(args.destdir, args.train, args.valid, args.test,
                                  vocab_size=args.vocab_size or 8000, model_type=args.model_type or "unigram",
-                                 spm_model=args.spm_model, srcdict=args.srcdict, workers=args.workers,
-                                 force=args.force)
+                                 spm_model=args.spm_model, srcdict=args.srcdict,
+                                 spm_sample_lines=SPM_SAMPLE_LINES if args.spm_sample_lines is None
+                                 else args.spm_sample_lines, seed=SPM_SEED if args.seed is None else args.seed,
+                                 workers=max(1, args.workers), force=args.force)
     except (DataPrepError, PreprocessError, FileExistsError) as e:
         parser.exit(1, f"{parser.prog}: error: {e}\n")
 

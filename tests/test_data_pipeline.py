@@ -1,10 +1,13 @@
 """scripts/prepare_{pretraining,classification}_data.py: raw text / GLUE tsv -> data-bins fairseq reads.
 
 fairseq-preprocess costs ~8 s of imports per run here, so the data-bins are built once per module
-and the error cases are ones caught before it runs.
+and the error cases are ones caught before it runs. The pretraining data-bin is written without it;
+test_binarized_bytes_match_fairseq_preprocess is the reference computation that keeps it honest.
 """
 
 import filecmp
+import hashlib
+import json
 import os
 import shutil
 import sys
@@ -15,11 +18,11 @@ from conftest import REPO
 from fairseq.data import Dictionary, data_utils
 
 from linformer_plugin.cli import main_prepare_classification_data, main_prepare_pretraining_data
-from linformer_plugin.data import common, pretraining
+from linformer_plugin.data import binarize, common, pretraining
 from linformer_plugin.data.classification import prepare_classification_data
 from linformer_plugin.data.common import DataPrepError, PreprocessError
 from linformer_plugin.data.pretraining import prepare_pretraining_data
-from linformer_plugin.data.sentencepiece_text import encode_file
+from linformer_plugin.data.sentencepiece_text import encode_file, read_batches
 
 SST2 = os.path.join(REPO, "tests", "data", "sst2_tiny")
 
@@ -142,20 +145,17 @@ def test_cli_rejects_training_options_with_spm_model(raw_text, capsys):
     assert exit_info.value.code == 2 and "don't apply with --spm-model" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("failure", ["preprocess-fails", "interrupt"])
+@pytest.mark.parametrize("failure", ["stage-fails", "interrupt"])
 @pytest.mark.parametrize("existing", [False, True])
 def test_interrupted_run_leaves_no_destdir(failure, existing, raw_text, tmp_path, monkeypatch):
     """A failed or interrupted build leaves neither a destdir nor a temporary one; an old one survives."""
-    if failure == "preprocess-fails":
-        monkeypatch.setattr(common, "preprocess_command",
-                            lambda: [sys.executable, "-c", "import sys; sys.exit('simulated failure')"])
-        expected = (PreprocessError, "(?s)fairseq-preprocess failed for text .*simulated failure")
-    else:
-        def interrupted(jobs, log=None):
-            open(os.path.join(jobs["text"][jobs["text"].index("--destdir") + 1], "train.bin"), "w").close()
+    def broken(table, split, dictionary, prefix):
+        open(prefix + ".bin", "w").close()  # a partial output in the build directory
+        if failure == "interrupt":
             raise KeyboardInterrupt
-        monkeypatch.setattr(pretraining, "run_preprocess", interrupted)
-        expected = (KeyboardInterrupt, None)
+        raise RuntimeError("simulated failure")
+    monkeypatch.setattr(pretraining, "binarize", broken)
+    expected = (KeyboardInterrupt, None) if failure == "interrupt" else (RuntimeError, "simulated failure")
     dest = tmp_path / "data-bin"
     if existing:
         dest.mkdir()
@@ -167,6 +167,100 @@ def test_interrupted_run_leaves_no_destdir(failure, existing, raw_text, tmp_path
     else:
         assert not dest.exists()
     assert leftovers(tmp_path) == []
+
+
+def _fairseq_preprocess_reference(model, texts, destdir, work):
+    """The pipeline before binarize.py: spm pieces as text, then fairseq-preprocess --only-source."""
+    args = ["--only-source", "--destdir", str(destdir), "--workers", "1"]
+    for split, path in texts.items():
+        encode_file(model, path, str(work / f"{split}.pieces"))
+        args += [f"--{split}pref", str(work / f"{split}.pieces")]
+    common.run_preprocess({"text": args}, log=None)
+
+
+def test_binarized_bytes_match_fairseq_preprocess(raw_text, tmp_path):
+    """dict.txt and every .bin/.idx byte for byte as spm encoding + fairseq-preprocess write them,
+    with the lines that take fairseq's own path: unknown characters (sentencepiece returns their
+    text, which fairseq counts), a piece holding U+0085 (fairseq splits on it), blank and
+    whitespace-only lines, a lone \\r (a line break to Python), '</s>' and '<unk>' as text."""
+    odd = ["", "   ", "x\u0085y tick\u0085tock \u0085", "日本語のテキスト and ☃☃ snow", "a\rb", "literal </s> and <unk>",
+           "nul\x00byte", "\u2028sep\u2029 \u3000wide", "\t\ttabs\t"]
+    base = open(raw_text["train"], encoding="utf-8").read().splitlines()
+    texts = {"train": tmp_path / "train.txt", "valid": tmp_path / "valid.txt", "test": tmp_path / "test.txt"}
+    texts["train"].write_text("\n".join(base[:400] + ["x\u0085y z\u0085w \u0085\u0085"] * 30 + odd[:3] + base[400:])
+                              + "\n", encoding="utf-8", newline="")
+    texts["valid"].write_text("\n".join(odd + base[-20:]) + "\n", encoding="utf-8", newline="")
+    texts["test"].write_text("\n".join(base[-5:] + odd[::-1]), encoding="utf-8", newline="")  # no final newline
+    texts = {split: str(path) for split, path in texts.items()}
+    new = tmp_path / "new"
+    prepare_pretraining_data(str(new), texts["train"], texts["valid"], texts["test"], vocab_size=600, log=None)
+    model = str(new / "sentencepiece.bpe.model")
+    table = binarize.PieceTable(spm.SentencePieceProcessor(model_file=model))
+    assert any("\u0085" in piece for piece in table.pieces) and not table.single[1:table.size].all()
+
+    (tmp_path / "work").mkdir()
+    _fairseq_preprocess_reference(model, texts, tmp_path / "reference", tmp_path / "work")
+    names = ["dict.txt"] + [f"{split}.{ext}" for split in texts for ext in ("bin", "idx")]
+    for name in names:
+        assert filecmp.cmp(new / name, tmp_path / "reference" / name, shallow=False), name
+    # and with the dictionary given (--srcdict), as a fine-tuning or continued-pretraining run does
+    again = tmp_path / "again"
+    prepare_pretraining_data(str(again), texts["train"], texts["valid"], texts["test"], spm_model=model,
+                             srcdict=str(new / "dict.txt"), log=None)
+    for name in names:
+        assert filecmp.cmp(again / name, tmp_path / "reference" / name, shallow=False), name
+
+
+def test_output_does_not_depend_on_workers(raw_text, tmp_path, monkeypatch):
+    """Same sentencepiece model, dict.txt and .bin/.idx bytes for 1 and 4 workers, for batch and chunk
+    sizes that split the text differently; the sentencepiece sample is a function of the seed."""
+    runs = {}
+    for workers, batch, chunk in ((1, 10_000, 200_000), (4, 97, 131)):
+        monkeypatch.setattr(binarize, "ENCODE_BATCH_LINES", batch)
+        monkeypatch.setattr(binarize, "BINARIZE_CHUNK_LINES", chunk)
+        messages = []
+        dest = tmp_path / f"workers{workers}"
+        prepare_pretraining_data(str(dest), raw_text["train"], raw_text["valid"], vocab_size=500,
+                                 spm_sample_lines=300, workers=workers, log=messages.append)
+        runs[workers] = dest
+    for name in ("sentencepiece.bpe.model", "dict.txt", "train.bin", "train.idx", "valid.bin", "valid.idx"):
+        assert filecmp.cmp(runs[1] / name, runs[4] / name, shallow=False), name
+    # one line per stage as it finishes, with rates
+    lines = sum(1 for _ in open(raw_text["train"], encoding="utf-8"))
+    assert messages[0].startswith(f"sentencepiece: 500 unigram pieces from 300 of {lines:,} lines of ")
+    assert [m.split(":")[0] for m in messages[1:-1]] == ["encode train", "encode valid", "dictionary",
+                                                         "binarize train", "binarize valid"]
+    assert messages[-1].startswith(f"wrote {runs[4]} in ")
+    assert all("MB/s" in m and "lines/s" in m for m in messages[1:3])
+    assert all("tokens/s" in m for m in messages[4:6])
+
+
+def test_small_corpus_trains_on_every_line(raw_text, pretrain_bin, tmp_path):
+    """A train file no longer than --spm-sample-lines is used whole, in order (as the earlier pipeline
+    did: the quickstart's data-bin kept its bytes), the same as --spm-sample-lines 0."""
+    dest = tmp_path / "all"
+    prepare_pretraining_data(str(dest), raw_text["train"], raw_text["valid"], vocab_size=1000, spm_sample_lines=0,
+                             log=None)
+    for name in ("sentencepiece.bpe.model", "dict.txt", "train.bin", "valid.idx"):
+        assert filecmp.cmp(dest / name, os.path.join(pretrain_bin, name), shallow=False), name
+
+
+def test_stamp_makes_a_rerun_a_no_op(pretrain_bin, raw_text, capsys):
+    stamp = json.load(open(os.path.join(pretrain_bin, "data-prep.json")))
+    assert stamp["inputs"]["train"] == hashlib.sha256(open(raw_text["train"], "rb").read()).hexdigest()
+    assert stamp["inputs"]["test"] is None and stamp["options"]["vocab_size"] == 1000
+    assert stamp["options"]["spm_threads"] == 16 and stamp["versions"]["sentencepiece"] == spm.__version__
+    lines = sum(1 for _ in open(raw_text["valid"], encoding="utf-8"))
+    assert stamp["counts"]["valid"]["lines"] == lines
+    assert stamp["counts"]["valid"]["tokens"] == os.path.getsize(os.path.join(pretrain_bin, "valid.bin")) // 2
+    assert {"sentencepiece", "encode train", "dictionary", "binarize valid", "total"} <= set(stamp["seconds"])
+
+    before = {name: os.stat(os.path.join(pretrain_bin, name)).st_mtime_ns for name in os.listdir(pretrain_bin)}
+    main_prepare_pretraining_data([  # the fixture's command again, other workers: nothing to do
+        "--train", raw_text["train"], "--valid", raw_text["valid"], "--destdir", pretrain_bin,
+        "--vocab-size", "1000", "--workers", "2"])
+    assert "is up to date" in capsys.readouterr().err
+    assert {name: os.stat(os.path.join(pretrain_bin, name)).st_mtime_ns for name in os.listdir(pretrain_bin)} == before
 
 
 def test_encoding_progress_lines(pretrain_bin, raw_text, tmp_path, capsys):
@@ -270,6 +364,25 @@ def test_classification_input_errors(case, pretrain_bin, tmp_path):
     with pytest.raises(DataPrepError, match=expected):
         prepare_classification_data(str(dest), train, dev, test, log=None, **options)
     assert not dest.exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_classification_preprocess_failure_leaves_no_destdir(existing, pretrain_bin, tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "preprocess_command",
+                        lambda: [sys.executable, "-c", "import sys; sys.exit('simulated failure')"])
+    dest = tmp_path / "bin"
+    if existing:
+        dest.mkdir()
+        (dest / "keep.txt").write_text("the previous data")
+    with pytest.raises(PreprocessError, match="(?s)fairseq-preprocess failed for (input0|label) .*simulated failure"):
+        prepare_classification_data(str(dest), f"{SST2}/train.tsv", f"{SST2}/dev.tsv", force=existing, log=None,
+                                    spm_model=f"{pretrain_bin}/sentencepiece.bpe.model",
+                                    dictionary=f"{pretrain_bin}/dict.txt")
+    if existing:
+        assert os.listdir(dest) == ["keep.txt"]
+    else:
+        assert not dest.exists()
+    assert leftovers(tmp_path) == []
 
 
 def test_classification_cli_error(pretrain_bin, tmp_path, capsys):
