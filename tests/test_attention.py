@@ -226,6 +226,41 @@ def test_compaction_gradients():
         assert torch.autograd.gradcheck(lambda x: compact_tokens(x, mask, rows=rows)[0], (inputs,))
 
 
+def test_right_padding_is_compacted_in_place_exactly():
+    """Right padding (fairseq's and the hub's) takes the path that only zeroes the pads: the same
+    values and gradients as the general gather, in both memory layouts and with extra rows."""
+    from linformer_plugin.modules.sequence_projection import _Compact, _build_compaction, compact_tokens, compaction
+
+    torch.manual_seed(0)
+    x = torch.randn(12, 3, 5, dtype=torch.float64, requires_grad=True)
+    mask = torch.zeros(3, 12, dtype=torch.bool)
+    mask[0, 9:], mask[2, 5:] = True, True
+    b_major = x.detach().transpose(0, 1).contiguous().transpose(0, 1).requires_grad_()
+    for inputs, rows in ((x, None), (b_major, None), (x, 16)):
+        assert compaction(inputs, mask, rows).in_place
+        assert torch.autograd.gradcheck(lambda x: compact_tokens(x, mask, rows=rows)[0], (inputs,))
+        general = _build_compaction(inputs, mask, rows, compaction(inputs, mask, rows).b_major, find_right_padding=False)
+        assert not general.in_place
+        fast, slow = compact_tokens(inputs, mask, rows=rows)[0], _Compact.apply(inputs, general, 0.0)
+        assert torch.equal(fast, slow)
+        grad = torch.randn_like(fast)
+        assert torch.equal(*(torch.autograd.grad(out, inputs, grad)[0] for out in (fast, slow)))
+
+
+def test_compaction_plan_is_built_once_per_mask():
+    """Every layer gets the same mask: the plan is reused, and rebuilt if the mask is changed in place."""
+    from linformer_plugin.modules import sequence_projection
+
+    x = torch.randn(6, 2, 4)
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[1, 4:] = True
+    first = sequence_projection.compaction(x, mask)
+    assert sequence_projection.compaction(x, mask) is first and first.in_place
+    mask[0, 0] = True  # now left-padded: a new plan
+    second = sequence_projection.compaction(x, mask)
+    assert second is not first and not second.in_place and second.lengths.tolist() == [5, 4]
+
+
 def test_padded_projection_keeps_no_per_sentence_columns_for_the_backward(monkeypatch):
     """Neither per-sentence columns (rows x B x S) nor the compacted input (S x B x C) are kept for the
     backward: what the forward keeps is E, a note to gather the compacted input again from X (the

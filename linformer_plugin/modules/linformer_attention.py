@@ -143,7 +143,7 @@ class LinformerSelfAttention(nn.Module):
         if distinct:
             keys, values = keys[..., :self.embed_dim], values[..., self.embed_dim:]
         if keys.size(0) == 1:  # all heads share the map: G x k' x B x C with G = 1
-            return self.k_proj(keys[0]), self.v_proj(values[0]), key_mask
+            return self.k_proj(keys.squeeze(0)), self.v_proj(values.squeeze(0)), key_mask  # views
         return self._head_linear(keys, self.k_proj), self._head_linear(values, self.v_proj), key_mask
 
     def _head_linear(self, rows: Tensor, linear: nn.Linear) -> Tensor:

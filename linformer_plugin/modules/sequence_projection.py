@@ -15,8 +15,10 @@ tokens of that sentence (windowed projections of padded input). For E = F, keys 
 Padding is handled in one place, ``compact_tokens``: each sentence's real tokens move to its
 start (token t goes to its position among its sentence's real tokens, as fairseq's positional
 embeddings count), so every projection runs its unpadded code on the result, and right, left and
-interior padding give what the sentence alone gives. The compacted copy is not kept for the
-backward (``_gathered_again``): the backward gathers it again from x, which q_proj keeps anyway.
+interior padding give what the sentence alone gives. Right padding (fairseq's, the hub's) needs
+no move: its pads are zeroed in one pass. The plan is built once per padding mask, not per layer.
+The compacted copy is not kept for the backward (``_gathered_again``): the backward makes it again
+from x, which q_proj keeps anyway.
 """
 
 import math
@@ -45,52 +47,94 @@ def check_sequence_length(seq_len: int, max_positions: int):
 
 
 class Compaction(NamedTuple):
-    """Where each token of a padded batch goes (index work done once per forward).
+    """Where each token of a padded batch goes (index work done once per padding mask).
 
     Rows are x's (S x B) positions in x's memory order: B-major when x is a transpose of a B x S x C
-    tensor (fairseq's encoder input), else S-major; compacted rows are always S-major.
+    tensor (fairseq's encoder input), else S-major; compacted rows are always S-major. ``in_place``:
+    every sentence's tokens already come first (right padding, what fairseq and the hub produce), so
+    compacting is zeroing the pads, with no gather.
     """
 
-    gather: Tensor  # compacted row i (of the first S x B) is x's row gather[i]
-    inverse: Tensor  # x's row r goes to compacted row inverse[r]
+    gather: Optional[Tensor]  # compacted row i (of the first S x B) is x's row gather[i] (None: in place)
+    inverse: Optional[Tensor]  # x's row r goes to compacted row inverse[r] (None: in place)
     pads: Tensor  # x's rows that are pads
     beyond: Tensor  # rows x B: compacted positions past the sentence's tokens (filled)
     lengths: Tensor  # B: real tokens per sentence
     b_major: bool
+    in_place: bool
 
 
 def compaction(x: Tensor, padding_mask: Tensor, rows: Optional[int] = None) -> Compaction:
-    """The compaction of x (S x B x C) under padding_mask (B x S), into ``rows`` >= S rows."""
+    """The compaction of x (S x B x C) under padding_mask (B x S), into ``rows`` >= S rows.
+
+    Every layer of an encoder gets the same mask, so the plan is kept on the mask tensor and built
+    once per forward (with one host sync, to know whether the batch is right-padded)."""
+    b_major = not x.is_contiguous() and x.transpose(0, 1).is_contiguous()
+    compiling = getattr(torch.compiler, "is_compiling", lambda: False)()  # (torch < 2.3 has none)
+    try:
+        key = (b_major, rows or x.size(0), padding_mask._version)
+    except RuntimeError:  # an inference-mode tensor has no version counter: not cached
+        key = None
+    cached = getattr(padding_mask, "_linformer_compaction", None)
+    if cached is not None and key is not None and cached[0] == key and not compiling:
+        return cached[1]
+    # the host sync that finds right padding would break a compiled graph: the general plan there
+    plan = _build_compaction(x, padding_mask, rows, b_major, find_right_padding=not compiling)
+    if key is not None and not compiling:
+        padding_mask._linformer_compaction = (key, plan)
+    return plan
+
+
+def _build_compaction(x: Tensor, padding_mask: Tensor, rows: Optional[int], b_major: bool,
+                      find_right_padding: bool = True) -> Compaction:
     seq_len, bsz, _ = x.shape
     keep = ~padding_mask
     lengths = keep.sum(dim=1)
+    beyond = torch.arange(rows or seq_len, device=x.device)[:, None] >= lengths[None, :]
+    pads = (padding_mask if b_major else padding_mask.T).flatten()
+    # right padding: no pad before a real token in any sentence
+    if find_right_padding and not bool((padding_mask[:, :-1] & keep[:, 1:]).any()):
+        return Compaction(None, None, pads, beyond, lengths, b_major, True)
     # real token number p (fairseq's count) goes to position p; the pads follow, in order
     position = torch.where(keep, keep.cumsum(dim=1) - 1, lengths[:, None] + padding_mask.cumsum(dim=1) - 1)
     to_row = position * bsz + torch.arange(bsz, device=x.device)[:, None]  # B x S, S-major rows
-    b_major = not x.is_contiguous() and x.transpose(0, 1).is_contiguous()
     inverse = (to_row if b_major else to_row.T).flatten()
     gather = torch.empty_like(inverse)
     gather[inverse] = torch.arange(inverse.numel(), device=x.device)
-    pads = (padding_mask if b_major else padding_mask.T).flatten()
-    beyond = torch.arange(rows or seq_len, device=x.device)[:, None] >= lengths[None, :]
-    return Compaction(gather, inverse, pads, beyond, lengths, b_major)
+    return Compaction(gather, inverse, pads, beyond, lengths, b_major, False)
 
 
 def _x_rows(x: Tensor, b_major: bool) -> Tensor:
     return (x.transpose(0, 1) if b_major else x).reshape(-1, x.size(-1))  # a view, except for odd strides
 
 
-def _compact(x: Tensor, plan: Compaction, fill: float) -> Tensor:
-    seq_len, bsz, channels = x.shape
-    rows = plan.beyond.size(0)
-    out = x.new_empty(rows * bsz, channels)
-    torch.index_select(_x_rows(x, plan.b_major), 0, plan.gather, out=out[:seq_len * bsz])
-    out = out.view(rows, bsz, channels)
+def _fill(out: Tensor, where: Tensor, fill: float) -> Tensor:
     # a broadcast mul or add (masked_fill_ with a broadcast mask is several times slower on CPU);
     # x's pads are finite (fairseq's are), so they become exactly 0 or -inf here
     if fill == 0:
-        return out.mul_((~plan.beyond)[..., None].to(x.dtype))
-    return out.add_(torch.where(plan.beyond, fill, 0.0)[..., None].to(x.dtype))  # fill = -inf
+        return out.mul_((~where)[..., None].to(out.dtype))
+    return out.add_(torch.where(where, fill, 0.0)[..., None].to(out.dtype))  # fill = -inf
+
+
+def _compact(x: Tensor, plan: Compaction, fill: float) -> Tensor:
+    seq_len, bsz, channels = x.shape
+    rows = plan.beyond.size(0)
+    if plan.in_place:  # x's rows stay where they are: one pass that fills the pads
+        out = x.new_empty(rows, bsz, channels)
+        body = out[:seq_len]
+        if fill == 0:
+            torch.mul(x, (~plan.beyond[:seq_len])[..., None].to(x.dtype), out=body)
+        else:
+            torch.add(x, torch.where(plan.beyond[:seq_len], fill, 0.0)[..., None].to(x.dtype), out=body)
+        if rows > seq_len:
+            out[seq_len:] = fill
+        return out
+    out = x.new_empty(rows * bsz, channels)
+    torch.index_select(_x_rows(x, plan.b_major), 0, plan.gather, out=out[:seq_len * bsz])
+    out = out.view(rows, bsz, channels)
+    out[seq_len:] = fill  # rows past x's (whole windows): set, never multiplied (empty memory may hold NaN)
+    _fill(out[:seq_len], plan.beyond[:seq_len], fill)  # in place, through the view
+    return out
 
 
 class _Compact(torch.autograd.Function):
@@ -104,6 +148,8 @@ class _Compact(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         plan, (seq_len, bsz, channels) = ctx.plan, ctx.shape
+        if plan.in_place:  # pads get no gradient
+            return grad[:seq_len] * (~plan.beyond[:seq_len])[..., None].to(grad.dtype), None, None
         grad = grad[:seq_len].reshape(-1, channels).index_select(0, plan.inverse)
         grad.mul_((~plan.pads)[:, None].to(grad.dtype))  # pads get no gradient
         grad = grad.view(bsz, seq_len, channels).transpose(0, 1) if plan.b_major else grad.view(seq_len, bsz, channels)
@@ -222,8 +268,8 @@ class _Projection(nn.Module):
                 rows, key_mask = self._project(compacted, plan.lengths, grouped)
         if rows.size(0) == 1:  # E = F
             return rows, rows, key_mask
-        half = rows.size(0) // 2
-        return rows[:half], rows[half:], key_mask
+        keys, values = rows.view(2, -1, *rows.shape[1:]).unbind(0)  # backward: one stack, not two slices
+        return keys, values, key_mask
 
     def _compacted_rows(self, seq_len: int) -> int:
         return seq_len
