@@ -20,6 +20,8 @@ USER_DIR = linformer_plugin.USER_DIR
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped on CPU)")
+    config.addinivalue_line("markers", "slow: runs fairseq's command-line tools or a study harness; "
+                                       "the quick loop is pytest -m 'not slow'")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -76,6 +76,7 @@ def test_benchmark_attention_projection_variants_cpu_smoke(tmp_path):
     assert set(variants) <= set(bench.parse_args(["--variants"]).impls)
 
 
+@pytest.mark.slow
 def test_benchmark_train_cpu_smoke(tmp_path):
     out = tmp_path / "train"
     cmd = [sys.executable, "-m", "examples.benchmarks.train", "--device", "cpu", "--small",

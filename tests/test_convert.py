@@ -16,6 +16,8 @@ from linformer_plugin.convert import (
 from linformer_plugin.models import LinformerModel
 from linformer_plugin.modules import SequenceProjection
 
+pytestmark = pytest.mark.slow  # runs fairseq's command-line tools: not in the quick loop (-m "not slow")
+
 SCRIPT = [sys.executable, os.path.join(REPO, "scripts", "convert_checkpoint.py")]
 
 

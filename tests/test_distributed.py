@@ -28,6 +28,8 @@ from examples.common.reference import reference_user_dir
 from examples.studies.multi_gpu import check as multi_gpu_check
 from examples.studies.multi_gpu.records import DDP_UNUSED_ERROR
 
+pytestmark = pytest.mark.slow  # runs fairseq's command-line tools: not in the quick loop (-m "not slow")
+
 SHARING = {
     "headwise": {},
     "kv": {"shared_kv_compressed": 1},

@@ -13,6 +13,8 @@ import torch
 from conftest import REPO, fairseq_cli, mlm_train_command, run
 from fairseq import checkpoint_utils
 
+pytestmark = pytest.mark.slow  # runs fairseq's command-line tools: not in the quick loop (-m "not slow")
+
 
 def valid_losses(log):
     return [float(x) for x in re.findall(r"valid on 'valid' subset \| loss ([\d.]+)", log)]

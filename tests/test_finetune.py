@@ -11,6 +11,8 @@ from conftest import REPO, fairseq_cli, run
 from linformer_plugin.data.classification import prepare_classification_data
 from linformer_plugin.models import LinformerModel
 
+pytestmark = pytest.mark.slow  # runs fairseq's command-line tools: not in the quick loop (-m "not slow")
+
 SST2 = os.path.join(REPO, "tests", "data", "sst2_tiny")
 CONFIGS = os.path.join(REPO, "examples", "linformer_roberta", "config")
 

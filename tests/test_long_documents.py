@@ -270,6 +270,7 @@ def test_existing_destdir_needs_force(collections, data_bin, long_docs):
                                    truncate_tokens=TRUNCATE, min_tokens=MIN, log=None)
 
 
+@pytest.mark.slow
 def test_long_context_study_cpu_smoke(long_docs, data_bin, tmp_path):
     destdir, manifest, _ = long_docs
     out = tmp_path / "study"
@@ -296,6 +297,7 @@ def test_long_context_study_cpu_smoke(long_docs, data_bin, tmp_path):
     assert "| window-" in (out / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_long_context_study_benchmark_only(long_docs, data_bin, tmp_path):
     """--benchmark-only measures the two models and nothing else; --memory-profile adds a traced run
     of each (on a CPU there is no allocator trace, and the record says so)."""

@@ -13,6 +13,8 @@ from conftest import REPO, run
 from examples.studies.quality import study as quality_study
 from linformer_plugin.data.classification import prepare_classification_data
 
+pytestmark = pytest.mark.slow  # runs fairseq's command-line tools: not in the quick loop (-m "not slow")
+
 STUDY = [sys.executable, "-m", "examples.studies.quality.study"]  # run from the repository root
 SST2 = os.path.join(REPO, "tests", "data", "sst2_tiny")
 

@@ -13,7 +13,8 @@ from examples.common.reference import reference_user_dir
 
 REFERENCE_USER_DIR = reference_user_dir()
 
-pytestmark = pytest.mark.skipif(REFERENCE_USER_DIR is None, reason="this fairseq install does not ship examples/linformer")
+pytestmark = [pytest.mark.slow,  # trains reference models with fairseq-train: not in the quick loop
+              pytest.mark.skipif(REFERENCE_USER_DIR is None, reason="this fairseq install does not ship examples/linformer")]
 
 SHARING_FLAGS = {
     "headwise": [],

@@ -1,6 +1,7 @@
 """A run stopped mid-way and restarted with the same command continues from checkpoint_last.pt on
 the very loss trajectory of a run that was never stopped (CPU training is deterministic)."""
 
+import pytest
 import os
 import re
 import signal
@@ -8,6 +9,8 @@ import subprocess
 
 from conftest import mlm_train_command, run
 from examples.common.fairseq_logs import json_records
+
+pytestmark = pytest.mark.slow  # runs fairseq's command-line tools: not in the quick loop (-m "not slow")
 
 UPDATES, STOP_AT = 20, 10
 # every update logged, a checkpoint every STOP_AT updates; the LR schedule (inverse_sqrt) and the
