@@ -10,8 +10,9 @@ mkdir -p "$OUT/raw"
 for split in train valid test; do  # both collections, documents kept whole (blank line between)
   [ -s "$OUT/raw/$split.txt" ] || { xz -dc "$CORPUS/python/$split.txt.xz"; echo; xz -dc "$CORPUS/linux/$split.txt.xz"; } > "$OUT/raw/$split.txt"
 done
-[ -d "$OUT/data-bin" ] || python scripts/prepare_pretraining_data.py --train "$OUT/raw/train.txt" \
-  --valid "$OUT/raw/valid.txt" --test "$OUT/raw/test.txt" --destdir "$OUT/data-bin" --vocab-size 16000
+# a no-op when the data-bin's data-prep.json matches the text and options (a rerun on a warm machine)
+python scripts/prepare_pretraining_data.py --train "$OUT/raw/train.txt" --valid "$OUT/raw/valid.txt" \
+  --test "$OUT/raw/test.txt" --destdir "$OUT/data-bin" --vocab-size 16000 --workers "$(nproc)"
 [ -d "$OUT/sst2-bin" ] || python scripts/prepare_classification_data.py --train "$SST2/train.tsv" \
   --valid "$SST2/dev.tsv" --test "$SST2/test.tsv" --pretraining-data "$OUT/data-bin" --destdir "$OUT/sst2-bin"
 python -m examples.studies.quality.study --data "$OUT/data-bin" --sst2 "$OUT/sst2-bin" --out "$OUT/study" "$@"
