@@ -22,7 +22,7 @@ from linformer_plugin.data import binarize, common, pretraining
 from linformer_plugin.data.classification import prepare_classification_data
 from linformer_plugin.data.common import DataPrepError, PreprocessError
 from linformer_plugin.data.pretraining import prepare_pretraining_data
-from linformer_plugin.data.sentencepiece_text import encode_file, read_batches
+from linformer_plugin.data.sentencepiece_text import encode_file
 
 SST2 = os.path.join(REPO, "tests", "data", "sst2_tiny")
 

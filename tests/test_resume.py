@@ -1,11 +1,12 @@
 """A run stopped mid-way and restarted with the same command continues from checkpoint_last.pt on
 the very loss trajectory of a run that was never stopped (CPU training is deterministic)."""
 
-import pytest
 import os
 import re
 import signal
 import subprocess
+
+import pytest
 
 from conftest import mlm_train_command, run
 from examples.common.fairseq_logs import json_records
