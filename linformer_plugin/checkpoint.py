@@ -167,27 +167,90 @@ def _describe_entry(entry) -> str:
     return f"{method} pooling over windows of {stride} tokens"
 
 
+_LAYER_KEY = re.compile(r"layers\.(\d+)\.")
+
+
+def _shape_of(state_dict, prefix: str, entries) -> dict:
+    """The model sizes a state dict holds, in the user's terms: layers, width (embedding dim), n and
+    k (linear projections only: layer 0's, or the shared one; None when not readable)."""
+    layers = {int(m.group(1)) for key in state_dict if key.startswith(prefix)
+              for m in [_LAYER_KEY.match(key[len(prefix):])] if m}
+    tokens, positions = state_dict.get(prefix + "embed_tokens.weight"), state_dict.get(prefix + "embed_positions.weight")
+    entry = entries.get("layers.0") or entries.get(SHARED_PROJECTION) or {}
+    return {"layers": len(layers), "width": tokens.shape[1] if tokens is not None else None,
+            "n": positions_length(positions) if positions is not None else None,
+            "rows": entry["weight"].shape[0] if "weight" in entry else None}
+
+
+def _arch_for(layers: int, width: int) -> Optional[str]:
+    """The linformer_roberta_* architecture of that depth and width, if one is registered."""
+    from fairseq.models import ARCH_CONFIG_REGISTRY
+
+    for name, set_defaults in sorted(ARCH_CONFIG_REGISTRY.items()):
+        if name.startswith("linformer_roberta_"):
+            args = argparse.Namespace()
+            set_defaults(args)
+            if (args.encoder_layers, args.encoder_embed_dim) == (layers, width):
+                return name
+    return None
+
+
+def _mismatch_in_user_terms(theirs: dict, mine: dict, options: LinformerOptions) -> str:
+    """'the checkpoint has 4 layers of width 256, n = 512, k = 64; this command builds ...: pass ...'."""
+    k_mine = options.compressed_dim
+    # k from the checkpoint's rows, read with this command's sharing (rows per k: E and F stacked, heads)
+    k_theirs = (theirs["rows"] * k_mine // mine["rows"]
+                if theirs["rows"] and mine["rows"] and (theirs["rows"] * k_mine) % mine["rows"] == 0 else None)
+
+    def sizes(side, k):
+        k_text = f", k = {k}" if k else ""
+        return f"{side['layers']} layers of width {side['width']}, n = {side['n']}{k_text}"
+
+    flags = []
+    if (theirs["layers"], theirs["width"]) != (mine["layers"], mine["width"]):
+        arch = _arch_for(theirs["layers"], theirs["width"])
+        flags.append(f"--arch {arch}" if arch else f"--encoder-layers {theirs['layers']} "
+                     f"--encoder-embed-dim {theirs['width']} (and its heads and ffn size)")
+    if k_theirs and k_theirs != k_mine:
+        flags.append(f"--compressed-dim {k_theirs}")
+    if theirs["n"] and theirs["n"] != mine["n"]:
+        flags.append(f"--max-positions {theirs['n']}")
+    advice = f"; pass {' '.join(flags)}" if flags else ""
+    return (f"the checkpoint has {sizes(theirs, k_theirs)}; this command builds {sizes(mine, k_mine)} "
+            f"({describe(options)}){advice}")
+
+
 def check_projection_layout(state_dict, prefix: str, expected, options: LinformerOptions):
-    """A clear error when a checkpoint's projections do not fit the model's: another projection
+    """A clear error when a checkpoint does not fit the model: another depth or width, projection
     method, sharing mode, k (per layer) or n, instead of a size mismatch in ``load_state_dict``.
 
-    ``expected`` is the model's own state dict (keys relative to ``prefix``). Only the layers the
-    model has are compared (fairseq reports the rest)."""
+    ``expected`` is the model's own state dict (keys relative to ``prefix``). The message states both
+    sides in the user's terms (layers, width, n, k) and the flags that would build the checkpoint's
+    model, then the first projection that differs."""
     got = _projection_entries(state_dict, prefix)
     want = _projection_entries(expected, "")
+    theirs, mine = _shape_of(state_dict, prefix, got), _shape_of(expected, "", want)
+    if theirs["width"] is not None and (theirs["layers"], theirs["width"]) != (mine["layers"], mine["width"]):
+        raise LinformerConfigError(
+            f"the checkpoint does not fit the model: {_mismatch_in_user_terms(theirs, mine, options)}. "
+            "Build the model with the options the checkpoint was trained with (its cfg.model)"
+        )
     for owner in sorted(want.keys() | got.keys()):
         if owner not in want and owner.startswith("layers.") and not want.get(SHARED_PROJECTION):
             continue  # a layer the model does not have
-        mine, theirs = want.get(owner, {}), got.get(owner, {})
-        same = mine.keys() == theirs.keys() and all(
-            mine[name].shape == theirs[name].shape and (name != "layout" or torch.equal(mine[name], theirs[name]))
-            for name in mine
+        mine_entry, theirs_entry = want.get(owner, {}), got.get(owner, {})
+        same = mine_entry.keys() == theirs_entry.keys() and all(
+            mine_entry[name].shape == theirs_entry[name].shape
+            and (name != "layout" or torch.equal(mine_entry[name], theirs_entry[name]))
+            for name in mine_entry
         )
         if not same:
             raise LinformerConfigError(
-                f"the checkpoint's Linformer projections do not fit the model built with {describe(options)}: "
-                f"at {prefix}{owner} the checkpoint has {_describe_entry(theirs)}, the model expects "
-                f"{_describe_entry(mine)}. Build the model with the options the checkpoint was trained with "
+                f"the checkpoint does not fit the model: {_mismatch_in_user_terms(theirs, mine, options)}. In "
+                f"detail, the checkpoint's Linformer projections do not fit the model built with {describe(options)}: "
+                f"at {prefix}{owner} the checkpoint has {_describe_entry(theirs_entry)}, the model expects "
+                f"{_describe_entry(mine_entry)}. "
+                "Build the model with the options the checkpoint was trained with "
                 "(its cfg.model: compressed_projection, compressed_sharing, compressed_dim or compressed_dims, "
                 "shared_kv_compressed, shared_layer_kv_compressed, max_positions)"
             )

@@ -1,0 +1,35 @@
+"""Checkpoint/model mismatches say both sides in the user's terms (layers, width, n, k) and the flags."""
+
+import pytest
+
+from conftest import build_tiny_model
+from linformer_plugin.options import LinformerConfigError
+
+
+def load_error(saved, loaded):
+    model, _ = build_tiny_model(**saved)
+    other, _ = build_tiny_model(**loaded)
+    with pytest.raises(LinformerConfigError) as info:
+        other.load_state_dict(model.state_dict(), strict=True)
+    return str(info.value)
+
+
+def test_another_k_names_both_ks_and_the_flag():
+    message = load_error({"compressed_dim": 8}, {"compressed_dim": 16})
+    assert ("the checkpoint has 2 layers of width 64, n = 32, k = 8; this command builds 2 layers of width 64, "
+            "n = 32, k = 16 (--compressed-projection") in message, message
+    assert "; pass --compressed-dim 8." in message, message
+
+
+def test_another_size_names_the_checkpoints_arch():
+    message = load_error({}, {"arch": "linformer_roberta_small"})
+    assert message.startswith("the checkpoint does not fit the model: the checkpoint has 2 layers of width 64, "
+                              "n = 32"), message
+    assert "this command builds 4 layers of width 256, n = 32" in message, message
+    assert "pass --arch linformer_roberta_tiny" in message, message
+
+
+def test_another_n_names_max_positions():
+    message = load_error({"max_positions": 32, "compressed_dim": 8}, {"max_positions": 64, "compressed_dim": 8})
+    assert "the checkpoint has 2 layers of width 64, n = 32, k = 8" in message, message
+    assert "pass --max-positions 32" in message, message
