@@ -8,6 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     packages=find_packages(include=["linformer_plugin", "linformer_plugin.*"]),
+    py_modules=["linformer_user_dir"],  # linformer-user-dir without importing fairseq
     python_requires=">=3.8",
     install_requires=[
         # official fairseq 0.12.2 does not import on Python >= 3.11; fairseq-fixed is the same
@@ -22,7 +23,7 @@ setup(
     extras_require={"test": ["pytest>=7"], "plot": ["matplotlib"]},
     entry_points={
         "console_scripts": [
-            "linformer-user-dir = linformer_plugin.cli:print_user_dir",
+            "linformer-user-dir = linformer_user_dir:main",
             "linformer-options = linformer_plugin.cli:main_options",
             "linformer-prepare-pretraining-data = linformer_plugin.cli:main_prepare_pretraining_data",
             "linformer-prepare-classification-data = linformer_plugin.cli:main_prepare_classification_data",

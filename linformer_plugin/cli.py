@@ -12,7 +12,8 @@ import inspect
 import os
 import sys
 
-from . import USER_DIR
+# linformer-user-dir: a top-level module of its own, so that it answers without importing fairseq
+from linformer_user_dir import main as print_user_dir  # noqa: F401
 
 
 def _parser(command, prog=None):
@@ -23,11 +24,6 @@ def _parser(command, prog=None):
 
 def _default_workers():
     return min(8, os.cpu_count() or 1)
-
-
-def print_user_dir():
-    """Print the path to pass to ``fairseq-train --user-dir`` from any working directory."""
-    print(USER_DIR)
 
 
 def main_prepare_pretraining_data(argv=None):

@@ -9,7 +9,7 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
   # shellcheck disable=SC1091
   source "$repo/.venv/bin/activate"
 fi
-if ! (cd / && python -c "import linformer_plugin, sentencepiece, pytest") >/dev/null 2>&1; then  # installed, not just on the path
+if ! (cd / && python -c "import linformer_plugin, linformer_user_dir, sentencepiece, pytest") >/dev/null 2>&1; then  # installed, not just on the path
   python -m pip install -q --upgrade pip
   if [ -n "${TORCH_SPEC:-}" ]; then python -m pip install -q "$TORCH_SPEC"; fi
   echo "installing linformer_plugin and fairseq into $(python -c 'import sys; print(sys.prefix)') (building fairseq takes a few minutes once)"
