@@ -108,32 +108,29 @@ def _x_rows(x: Tensor, b_major: bool) -> Tensor:
     return (x.transpose(0, 1) if b_major else x).reshape(-1, x.size(-1))  # a view, except for odd strides
 
 
-def _fill(out: Tensor, where: Tensor, fill: float) -> Tensor:
-    # a broadcast mul or add (masked_fill_ with a broadcast mask is several times slower on CPU);
-    # x's pads are finite (fairseq's are), so they become exactly 0 or -inf here
+def _fill(src: Tensor, where: Tensor, fill: float, out: Optional[Tensor]) -> Tensor:
+    """out = src with ``fill`` where ``where`` (S x B) is True, in one pass (out may be src).
+
+    A broadcast mul or add (masked_fill_ with a broadcast mask is several times slower on CPU);
+    x's pads are finite (fairseq's are), so they become exactly 0 or -inf here."""
     if fill == 0:
-        return out.mul_((~where)[..., None].to(out.dtype))
-    return out.add_(torch.where(where, fill, 0.0)[..., None].to(out.dtype))  # fill = -inf
+        return torch.mul(src, (~where)[..., None].to(src.dtype), out=out)
+    return torch.add(src, torch.where(where, fill, 0.0)[..., None].to(src.dtype), out=out)  # fill = -inf
 
 
 def _compact(x: Tensor, plan: Compaction, fill: float) -> Tensor:
     seq_len, bsz, channels = x.shape
     rows = plan.beyond.size(0)
-    if plan.in_place:  # x's rows stay where they are: one pass that fills the pads
-        out = x.new_empty(rows, bsz, channels)
-        body = out[:seq_len]
-        if fill == 0:
-            torch.mul(x, (~plan.beyond[:seq_len])[..., None].to(x.dtype), out=body)
-        else:
-            torch.add(x, torch.where(plan.beyond[:seq_len], fill, 0.0)[..., None].to(x.dtype), out=body)
-        if rows > seq_len:
-            out[seq_len:] = fill
-        return out
-    out = x.new_empty(rows * bsz, channels)
-    torch.index_select(_x_rows(x, plan.b_major), 0, plan.gather, out=out[:seq_len * bsz])
-    out = out.view(rows, bsz, channels)
-    out[seq_len:] = fill  # rows past x's (whole windows): set, never multiplied (empty memory may hold NaN)
-    _fill(out[:seq_len], plan.beyond[:seq_len], fill)  # in place, through the view
+    out = x.new_empty(rows, bsz, channels)
+    body = out[:seq_len]
+    if plan.in_place:  # x's rows stay where they are: the pads are filled on the way
+        src = x
+    else:
+        torch.index_select(_x_rows(x, plan.b_major), 0, plan.gather, out=body.view(-1, channels))
+        src = body
+    _fill(src, plan.beyond[:seq_len], fill, out=body)
+    if rows > seq_len:  # rows past x's (whole windows): set, never multiplied (empty memory may hold NaN)
+        out[seq_len:] = fill
     return out
 
 
@@ -149,7 +146,7 @@ class _Compact(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         plan, (seq_len, bsz, channels) = ctx.plan, ctx.shape
         if plan.in_place:  # pads get no gradient
-            return grad[:seq_len] * (~plan.beyond[:seq_len])[..., None].to(grad.dtype), None, None
+            return _fill(grad[:seq_len], plan.beyond[:seq_len], 0.0, out=None), None, None
         grad = grad[:seq_len].reshape(-1, channels).index_select(0, plan.inverse)
         grad.mul_((~plan.pads)[:, None].to(grad.dtype))  # pads get no gradient
         grad = grad.view(bsz, seq_len, channels).transpose(0, 1) if plan.b_major else grad.view(seq_len, bsz, channels)
