@@ -182,20 +182,7 @@ def _shape_of(state_dict, prefix: str, entries) -> dict:
             "rows": entry["weight"].shape[0] if "weight" in entry else None}
 
 
-def _arch_for(layers: int, width: int) -> Optional[str]:
-    """The linformer_roberta_* architecture of that depth and width, if one is registered."""
-    from fairseq.models import ARCH_CONFIG_REGISTRY
-
-    for name, set_defaults in sorted(ARCH_CONFIG_REGISTRY.items()):
-        if name.startswith("linformer_roberta_"):
-            args = argparse.Namespace()
-            set_defaults(args)
-            if (args.encoder_layers, args.encoder_embed_dim) == (layers, width):
-                return name
-    return None
-
-
-def _mismatch_in_user_terms(theirs: dict, mine: dict, options: LinformerOptions) -> str:
+def _mismatch_in_user_terms(theirs: dict, mine: dict, options: LinformerOptions, architectures: dict) -> str:
     """'the checkpoint has 4 layers of width 256, n = 512, k = 64; this command builds ...: pass ...'."""
     k_mine = options.compressed_dim
     # k from the checkpoint's rows, read with this command's sharing (rows per k: E and F stacked, heads)
@@ -208,7 +195,8 @@ def _mismatch_in_user_terms(theirs: dict, mine: dict, options: LinformerOptions)
 
     flags = []
     if (theirs["layers"], theirs["width"]) != (mine["layers"], mine["width"]):
-        arch = _arch_for(theirs["layers"], theirs["width"])
+        arch = next((name for name, size in sorted(architectures.items()) if name.startswith("linformer_roberta_")
+                     and (size["encoder_layers"], size["encoder_embed_dim"]) == (theirs["layers"], theirs["width"])), None)
         flags.append(f"--arch {arch}" if arch else f"--encoder-layers {theirs['layers']} "
                      f"--encoder-embed-dim {theirs['width']} (and its heads and ffn size)")
     if k_theirs and k_theirs != k_mine:
@@ -220,7 +208,8 @@ def _mismatch_in_user_terms(theirs: dict, mine: dict, options: LinformerOptions)
             f"({describe(options)}){advice}")
 
 
-def check_projection_layout(state_dict, prefix: str, expected, options: LinformerOptions):
+def check_projection_layout(state_dict, prefix: str, expected, options: LinformerOptions,
+                            architectures: Optional[dict] = None):
     """A clear error when a checkpoint does not fit the model: another depth or width, projection
     method, sharing mode, k (per layer) or n, instead of a size mismatch in ``load_state_dict``.
 
@@ -232,7 +221,7 @@ def check_projection_layout(state_dict, prefix: str, expected, options: Linforme
     theirs, mine = _shape_of(state_dict, prefix, got), _shape_of(expected, "", want)
     if theirs["width"] is not None and (theirs["layers"], theirs["width"]) != (mine["layers"], mine["width"]):
         raise LinformerConfigError(
-            f"the checkpoint does not fit the model: {_mismatch_in_user_terms(theirs, mine, options)}. "
+            f"the checkpoint does not fit the model: {_mismatch_in_user_terms(theirs, mine, options, architectures or {})}. "
             "Build the model with the options the checkpoint was trained with (its cfg.model)"
         )
     for owner in sorted(want.keys() | got.keys()):
@@ -246,7 +235,7 @@ def check_projection_layout(state_dict, prefix: str, expected, options: Linforme
         )
         if not same:
             raise LinformerConfigError(
-                f"the checkpoint does not fit the model: {_mismatch_in_user_terms(theirs, mine, options)}. In "
+                f"the checkpoint does not fit the model: {_mismatch_in_user_terms(theirs, mine, options, architectures or {})}. In "
                 f"detail, the checkpoint's Linformer projections do not fit the model built with {describe(options)}: "
                 f"at {prefix}{owner} the checkpoint has {_describe_entry(theirs_entry)}, the model expects "
                 f"{_describe_entry(mine_entry)}. "

@@ -181,15 +181,10 @@ _SIZES = (("encoder_layers", "layers"), ("encoder_embed_dim", "embed dim"),
 
 def architecture_sizes():
     """{arch: {"layers": L, "embed dim": H, "heads": A, "ffn dim": F}} for every registered
-    ``linformer_roberta`` architecture, read from its function applied to an empty Namespace."""
-    from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_INV_REGISTRY
+    ``linformer_roberta`` architecture."""
+    from .models.linformer_roberta import architecture_sizes as sizes_by_key
 
-    sizes = {}
-    for arch in ARCH_MODEL_INV_REGISTRY["linformer_roberta"]:
-        args = argparse.Namespace()
-        ARCH_CONFIG_REGISTRY[arch](args)
-        sizes[arch] = {label: getattr(args, name) for name, label in _SIZES}
-    return sizes
+    return {arch: {label: size[key] for key, label in _SIZES} for arch, size in sizes_by_key().items()}
 
 
 def format_architectures(sizes):

@@ -7,7 +7,6 @@ either; the sizes are read from the registered architectures when first asked fo
 
 import functools
 import os
-from argparse import Namespace
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLUGIN_DIR = os.path.join(REPO_ROOT, "linformer_plugin")  # --user-dir
@@ -32,16 +31,13 @@ def child_env(extra=None, base=None):
 
 @functools.lru_cache(maxsize=None)
 def arch_size(arch):
-    """{size key: value} of a registered architecture, as fairseq-train would fill an empty args."""
-    import linformer_plugin  # noqa: F401  (registers the linformer_roberta architectures)
-    from fairseq.models import ARCH_CONFIG_REGISTRY
+    """{size key: value} of a registered linformer_roberta architecture, as fairseq-train fills an empty args."""
+    from linformer_plugin.models.linformer_roberta import architecture_sizes
 
-    if arch not in ARCH_CONFIG_REGISTRY:
-        raise ValueError(f"unknown architecture {arch!r}; registered linformer ones: "
-                         f"{sorted(a for a in ARCH_CONFIG_REGISTRY if a.startswith('linformer'))}")
-    args = Namespace()
-    ARCH_CONFIG_REGISTRY[arch](args)
-    return {key: int(getattr(args, key)) for key in SIZE_KEYS}
+    sizes = architecture_sizes()
+    if arch not in sizes:
+        raise ValueError(f"unknown architecture {arch!r}; registered linformer ones: {sorted(sizes)}")
+    return {key: sizes[arch][key] for key in SIZE_KEYS}
 
 
 def study_size():

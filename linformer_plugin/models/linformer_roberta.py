@@ -1,5 +1,6 @@
 """``linformer_roberta``: fairseq's RoBERTa with Linformer self-attention, and its architectures."""
 
+import argparse
 import os
 
 import torch
@@ -104,7 +105,8 @@ class LinformerEncoder(RobertaEncoder):
         if version < CHECKPOINT_VERSION:
             upgrade_reference_state_dict(state_dict, prefix + "sentence_encoder.", encoder.options)
         if not getattr(self.args, "encoder_layers_to_keep", None):  # pruned layers are renumbered later
-            check_projection_layout(state_dict, prefix + "sentence_encoder.", encoder.state_dict(), encoder.options)
+            check_projection_layout(state_dict, prefix + "sentence_encoder.", encoder.state_dict(), encoder.options,
+                                    architectures=architecture_sizes())
         state_dict[f"{prefix}version"] = torch.tensor(CHECKPOINT_VERSION)
 
 
@@ -149,3 +151,19 @@ def linformer_roberta_small_architecture(args):
 def linformer_roberta_tiny_architecture(args):
     """2 layers, 64 dim, 2 heads: unit tests."""
     _small(args, 2, 64, 2, 256)
+
+
+SIZE_KEYS = ("encoder_layers", "encoder_embed_dim", "encoder_attention_heads", "encoder_ffn_embed_dim")
+
+
+def architecture_sizes():
+    """{arch: {size key: value}} for every registered ``linformer_roberta`` architecture, as
+    fairseq-train fills an empty args with it (keys: ``SIZE_KEYS``)."""
+    from fairseq.models import ARCH_CONFIG_REGISTRY, ARCH_MODEL_INV_REGISTRY
+
+    sizes = {}
+    for arch in ARCH_MODEL_INV_REGISTRY["linformer_roberta"]:
+        args = argparse.Namespace()
+        ARCH_CONFIG_REGISTRY[arch](args)
+        sizes[arch] = {key: int(getattr(args, key)) for key in SIZE_KEYS}
+    return sizes
