@@ -139,7 +139,7 @@ def main_convert_checkpoint(argv=None):
     linformer_plugin/convert.py for how positions and projections are initialised.
     """
     from .convert import extend_linformer_positions, load_checkpoint, roberta_to_linformer, save_checkpoint
-    from .options import INIT_METHODS
+    from .options import DEFAULT_INIT, INIT_METHODS
 
     parser = _parser(main_convert_checkpoint)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,7 +147,7 @@ def main_convert_checkpoint(argv=None):
     convert.add_argument("--compressed-dim", type=int, required=True, help="k")
     convert.add_argument("--sharing", choices=["headwise", "kv", "layerwise"], default="headwise")
     convert.add_argument("--seed", type=int, default=1, help="for the new projections")
-    convert.add_argument("--compressed-init", choices=INIT_METHODS, default="xavier",
+    convert.add_argument("--compressed-init", choices=INIT_METHODS, default=DEFAULT_INIT,
                          help="initial values of the new projections (as fairseq-train's --compressed-init)")
     extend = sub.add_parser("extend", help="linformer_roberta -> longer max_positions")
     for p in (convert, extend):

@@ -26,6 +26,7 @@ PROJECTION_METHODS = ("linear", "conv", "mean", "max")
 WINDOW_METHODS = ("conv", "mean", "max")  # kernel = stride = n / k
 POOLING_METHODS = ("mean", "max")  # no parameters
 INIT_METHODS = ("xavier", "normal", "mean")
+DEFAULT_INIT = "mean"  # new projections start as mean pooling: it trains to RoBERTa's perplexity, xavier does not
 DEFAULT_COMPRESSED = 4
 
 
@@ -90,11 +91,12 @@ def add_linformer_args(parser):
     parser.add_argument(
         "--compressed-init",
         choices=INIT_METHODS,
-        help="initial values of learned projections (linear, conv): xavier (default: xavier-uniform, "
-        "gain 1/sqrt(2), what the reference writes), normal (N(0, 0.02): what the reference's "
-        "projections actually get, RoBERTa's init_bert_params re-initialising them), mean (each of "
-        "the k rows averages its window of about n/k consecutive positions: the projection starts "
-        "as mean pooling and learns from there)",
+        help="initial values of new learned projections (linear, conv); loading a checkpoint "
+        "ignores it: mean (default: each of the k rows averages its window of about n/k "
+        "consecutive positions, so the projection starts as mean pooling and learns from there), "
+        "xavier (xavier-uniform, gain 1/sqrt(2), what the reference writes), normal (N(0, 0.02): "
+        "what the reference's projections actually get, RoBERTa's init_bert_params "
+        "re-initialising them)",
     )
 
 
@@ -174,7 +176,7 @@ class LinformerOptions:
     freeze: bool = False  # projections not trained
     projection: str = "linear"  # linear | conv | mean | max
     compressed_dims: Optional[Tuple[int, ...]] = None  # k per layer
-    init: Optional[str] = None  # xavier (None) | normal | mean: initial values of learned projections
+    init: Optional[str] = None  # mean (None: DEFAULT_INIT) | xavier | normal: initial values of learned projections
 
     def __post_init__(self):
         if self.max_positions is None or self.max_positions <= 0:

@@ -284,13 +284,14 @@ def test_conv_initialisation_matches_linear_variance():
 
 def test_initialisations_of_a_linear_projection():
     torch.manual_seed(0)
-    xavier = SequenceProjection(512, 128, num_maps=2).weight
+    xavier = SequenceProjection(512, 128, num_maps=2, init="xavier").weight
     bound = math.sqrt(6 / (512 + 128)) / math.sqrt(2)  # per (k x n) map, as the reference writes it
     assert xavier.abs().max() <= bound and xavier.abs().max() > 0.99 * bound
     normal = SequenceProjection(512, 128, num_maps=2, init="normal").weight
     assert abs(normal.std().item() - 0.02) < 0.001 and abs(normal.mean().item()) < 0.001
     # mean: row i averages positions [floor(i n / k), floor((i + 1) n / k)), in every map
     mean = SequenceProjection(10, 4, num_maps=2, init="mean").weight
+    assert torch.equal(SequenceProjection(10, 4, num_maps=2).weight, mean)  # the default for new models
     window = torch.tensor([[.5, .5, 0, 0, 0, 0, 0, 0, 0, 0],
                            [0, 0, 1 / 3, 1 / 3, 1 / 3, 0, 0, 0, 0, 0],
                            [0, 0, 0, 0, 0, .5, .5, 0, 0, 0],

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoint import WINDOW_METHOD_CODES
+from ..options import DEFAULT_INIT
 
 
 def check_sequence_length(seq_len: int, max_positions: int):
@@ -228,16 +229,17 @@ def init_projection(block: Tensor, method: Optional[str] = None):
     """Initialise one map in place (``method`` is validated by ``LinformerOptions``): a (k x n)
     linear E, or a (1 x s) conv kernel.
 
-    * ``xavier`` (default): xavier-uniform with gain 1/sqrt(2), as fairseq's reference writes it for
-      its compress_k / compress_v;
+    * ``xavier``: xavier-uniform with gain 1/sqrt(2), as fairseq's reference writes it for its
+      compress_k / compress_v;
     * ``normal``: N(0, 0.02), what the reference's projections actually start from (its RobertaModel
       applies ``init_bert_params``, which re-initialises every ``nn.Linear``, compress_k included);
-    * ``mean``: row i of E averages the positions [floor(i n / k), floor((i + 1) n / k)) (a conv
+    * ``mean`` (the default, ``options.DEFAULT_INIT``): row i of E averages the positions
+      [floor(i n / k), floor((i + 1) n / k)) (a conv
       kernel: every tap 1/s), so the projection starts as mean pooling over windows of ~n/k tokens
       and keeps the freedom to learn any E (a random E must otherwise discover locality).
     """
     with torch.no_grad():
-        _INITS[method or "xavier"](block)
+        _INITS[method or DEFAULT_INIT](block)
     return block
 
 

@@ -74,7 +74,9 @@ GRID = [
 ]
 RUNS = (
     [Run("roberta")]
-    + [Run(f"linformer_{name}", n=n, k=k, flags=flags, finetune=n == 512) for name, n, k, flags in GRID]
+    # the grid as first run (results of 2026-11-28): E and F start xavier, the default until 2026-11-30
+    + [Run(f"linformer_{name}", n=n, k=k, flags=flags + ["--compressed-init", "xavier"], finetune=n == 512)
+       for name, n, k, flags in GRID]
     # how E and F start (docs/results.md, runs 4-6): the reference's effective N(0, 0.02), and mean pooling
     + [Run("linformer_k128_normalinit", k=128, flags=["--compressed-init", "normal"])]
     + [Run(f"linformer_{name}_meaninit", n=n, k=k, flags=flags + ["--compressed-init", "mean"], finetune=n == 512)
