@@ -3,8 +3,9 @@
 Importing this package registers the ``linformer_roberta`` model and its architectures, lets
 fairseq's checkpoint loader read fairseq checkpoints on torch >= 2.6 (checkpoint.py's allow-list),
 and applies the fixes of ``fairseq_fixes`` to fairseq 0.12: a truncated checkpoint is named as
-such, every rank of a data-parallel run can resume, and ``fairseq-train --bf16`` trains on the
-run's own device rather than asking for a TPU. A fix that does not fit the installed fairseq is
+such, every rank of a data-parallel run can resume, ``fairseq-train --bf16`` trains on the
+run's own device rather than asking for a TPU, and ``--fp16`` where torch has no CUDA is refused
+with the way out. A fix that does not fit the installed fairseq is
 skipped with a warning (``fairseq_fixes.APPLIED`` / ``SKIPPED`` say which).
 """
 

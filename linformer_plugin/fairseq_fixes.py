@@ -1,4 +1,4 @@
-"""The three fixes this plugin applies to fairseq 0.12 when it is imported, and nothing else.
+"""The four fixes this plugin applies to fairseq 0.12 when it is imported, and nothing else.
 
 - ``explain_unreadable_checkpoints``: ``checkpoint_utils.load_checkpoint_to_cpu`` names a truncated
   or corrupt checkpoint and the way out, instead of torch's "PytorchStreamReader failed reading zip
@@ -17,6 +17,17 @@
   not affected. When torch_xla is not installed a TPU run cannot be what the user meant: the
   run's config gets ``tpu=False`` back before ``distributed_utils.call_main`` starts it, and it
   trains in bfloat16 on its own device.
+- ``explain_fp16_without_cuda``: ``fairseq-train --fp16`` (and ``fairseq-hydra-train
+  common.fp16=true``, as in the repo's base.yaml and sst_2.yaml) on a machine where torch has no
+  CUDA, with or without ``--cpu``, stopped inside fairseq's FP16Optimizer with torch's
+  "AssertionError: Torch not compiled with CUDA enabled" (its flat fp32 master copy asks for
+  ``torch.cuda.current_device()``). The run is refused first with one message that names the way
+  out (drop --fp16 and pass --cpu, or use a GPU machine): for fairseq-train in ``call_main``,
+  before fairseq creates the save dir; for fairseq-hydra-train, which imports the plugin only
+  once the run has started, in ``checkpoint_utils.load_checkpoint``, where fairseq first builds
+  the optimizer (hydra has written its .hydra/ files by then; no checkpoint is written).
+  ``--bf16``, ``--memory-efficient-fp16``, ``--amp``, ``--fp16-no-flatten-grads`` and
+  ``fairseq-validate --fp16`` do run on a CPU (slowly) and are left alone.
 
 Each fix wraps the fairseq function (never copies it), checks first that the function is there
 with the signature it expects, and otherwise is skipped with one ``FairseqFixSkipped`` warning: the
@@ -30,6 +41,7 @@ import functools
 import importlib.util
 import inspect
 import logging
+import os
 import threading
 import warnings
 
@@ -190,6 +202,76 @@ def keep_bf16_off_tpu():
     module.call_main = call_main_without_unasked_tpu
 
 
+# -- --fp16 without CUDA ------------------------------------------------------------------------
+
+class Fp16NeedsCuda(RuntimeError):
+    """A training run asked for fairseq's fp16 optimizer where torch has no CUDA."""
+
+
+def _on(common, name):
+    return bool(getattr(common, name, False))
+
+
+def fp16_without_cuda_message(common):
+    """The refusal for a training run configured by ``common`` (cfg.common), or None if it can run.
+
+    fairseq builds FP16Optimizer for fp16 training unless bf16, amp or a memory-efficient variant is
+    asked for; with flat grads (the default) it calls torch.cuda.current_device(), which needs CUDA."""
+    if (common is None or not _on(common, "fp16") or torch.cuda.is_available()
+            or any(_on(common, name) for name in ("bf16", "amp", "memory_efficient_fp16",
+                                                     "memory_efficient_bf16", "fp16_no_flatten_grads"))):
+        return None
+    why = (f"torch {torch.__version__} is a CPU-only build" if torch.version.cuda is None
+           else f"torch {torch.__version__} is built for CUDA {torch.version.cuda} but sees no GPU")
+    cpu = "drop --fp16 and keep --cpu" if _on(common, "cpu") else "drop --fp16 and pass --cpu"
+    return (f"--fp16 needs a CUDA GPU and there is none here ({why}): fairseq's fp16 optimizer keeps its "
+            f"fp32 copy of the weights on the GPU. To train on this CPU, {cpu} (fairseq-hydra-train: "
+            "common.fp16=false common.cpu=true); or run the same command on a machine with a GPU.")
+
+
+def _refuse_fp16_without_cuda(cfg):
+    message = fp16_without_cuda_message(getattr(cfg, "common", None))
+    if message:
+        raise Fp16NeedsCuda(message)
+
+
+def _is_training(main):
+    """``main`` is fairseq_cli/train.py's (run as fairseq-train or python -m fairseq_cli.train)."""
+    filename = getattr(getattr(main, "__code__", None), "co_filename", "")
+    return getattr(main, "__name__", None) == "main" and filename.replace(os.sep, "/").endswith("fairseq_cli/train.py")
+
+
+def explain_fp16_without_cuda():
+    """Wrap ``fairseq.checkpoint_utils.load_checkpoint`` (every training run) and, where it fits,
+    ``fairseq.distributed.utils.call_main`` (fairseq-train, before anything is written)."""
+    module, load_checkpoint = _target("fairseq.checkpoint_utils", "load_checkpoint", ["cfg", "trainer"])
+    if not getattr(load_checkpoint, "refuses_fp16_without_cuda", False):
+        @functools.wraps(load_checkpoint)
+        def load_checkpoint_refusing_fp16_without_cuda(cfg, trainer, **kwargs):
+            _refuse_fp16_without_cuda(getattr(trainer, "cfg", None))
+            return load_checkpoint(cfg, trainer, **kwargs)
+
+        load_checkpoint_refusing_fp16_without_cuda.refuses_fp16_without_cuda = True
+        module.load_checkpoint = load_checkpoint_refusing_fp16_without_cuda
+
+    # The early check is an extra: without it the refusal above still comes, after the save dir is made.
+    try:
+        utils, call_main = _target("fairseq.distributed.utils", "call_main", ["cfg", "main"])
+    except _Unfit:
+        return
+    if getattr(call_main, "refuses_fp16_without_cuda", False):
+        return
+
+    @functools.wraps(call_main)
+    def call_main_refusing_fp16_without_cuda(cfg, main, **kwargs):
+        if _is_training(main):  # fairseq-validate --fp16 runs on a CPU
+            _refuse_fp16_without_cuda(cfg)
+        return call_main(cfg, main, **kwargs)
+
+    call_main_refusing_fp16_without_cuda.refuses_fp16_without_cuda = True
+    utils.call_main = call_main_refusing_fp16_without_cuda
+
+
 # -- all of them --------------------------------------------------------------------------------
 
 FIXES = {
@@ -203,6 +285,9 @@ FIXES = {
     "keep_bf16_off_tpu": (keep_bf16_off_tpu, "fairseq.distributed.utils.call_main",
                           "fairseq-train --bf16 asks for a TPU and stops without torch_xla (fairseq #4696); "
                           "train in bfloat16 with fairseq-hydra-train common.bf16=true instead"),
+    "explain_fp16_without_cuda": (explain_fp16_without_cuda, "fairseq.checkpoint_utils.load_checkpoint",
+                                  "--fp16 training where torch has no CUDA stops with torch's 'AssertionError: "
+                                  "Torch not compiled with CUDA enabled'; on a CPU train with --cpu, not --fp16"),
 }
 
 

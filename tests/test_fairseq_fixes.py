@@ -30,6 +30,7 @@ TARGETS = {
     "explain_unreadable_checkpoints": (checkpoint_utils, "load_checkpoint_to_cpu", "explains_unreadable"),
     "trust_checkpoints_broadcast_by_rank0": (distributed_utils, "_broadcast_object_slow", "trusts_rank0"),
     "keep_bf16_off_tpu": (distributed_utils, "call_main", "keeps_bf16_off_tpu"),
+    "explain_fp16_without_cuda": (checkpoint_utils, "load_checkpoint", "refuses_fp16_without_cuda"),  # tests/test_fp16_without_cuda.py
 }
 
 
@@ -174,7 +175,7 @@ def test_a_fix_that_fails_is_skipped_with_one_warning(monkeypatch):
     monkeypatch.setattr(fairseq_fixes, "SKIPPED", {})
     with pytest.warns(fairseq_fixes.FairseqFixSkipped, match="keep_bf16_off_tpu not applied .*KeyError"):
         applied, skipped = fairseq_fixes.apply_all()
-    assert list(skipped) == ["keep_bf16_off_tpu"] and len(applied) == 2
+    assert list(skipped) == ["keep_bf16_off_tpu"] and len(applied) == len(TARGETS) - 1
 
 
 def test_import_works_when_fairseq_lacks_what_the_fixes_wrap():
@@ -182,7 +183,7 @@ def test_import_works_when_fairseq_lacks_what_the_fixes_wrap():
         "import warnings\n"
         "from fairseq import checkpoint_utils\n"
         "from fairseq.distributed import utils\n"
-        "del checkpoint_utils.load_checkpoint_to_cpu, utils._broadcast_object_slow, utils.call_main\n"
+        "del checkpoint_utils.load_checkpoint_to_cpu, checkpoint_utils.load_checkpoint, utils._broadcast_object_slow, utils.call_main\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
         "    import linformer_plugin\n"
@@ -194,7 +195,7 @@ def test_import_works_when_fairseq_lacks_what_the_fixes_wrap():
     )
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
-    expected = f"SKIPPED {sorted(TARGETS)} APPLIED [] WARNINGS 3 REGISTERED True"
+    expected = f"SKIPPED {sorted(TARGETS)} APPLIED [] WARNINGS {len(TARGETS)} REGISTERED True"
     assert proc.returncode == 0 and expected in proc.stdout, proc.stdout + proc.stderr[-3000:]
 
 
