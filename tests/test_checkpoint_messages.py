@@ -33,3 +33,19 @@ def test_another_n_names_max_positions():
     message = load_error({"max_positions": 32, "compressed_dim": 8}, {"max_positions": 64, "compressed_dim": 8})
     assert "the checkpoint has 2 layers of width 64, n = 32, k = 8" in message, message
     assert "pass --max-positions 32" in message, message
+
+
+def test_another_dictionary_names_both_sizes_and_the_way_out():
+    import torch
+
+    model, dictionary = build_tiny_model()
+    state = model.state_dict()
+    key = "encoder.sentence_encoder.embed_tokens.weight"
+    state[key] = torch.cat([state[key], state[key][:7]])
+    with pytest.raises(ValueError) as info:
+        model.upgrade_state_dict_named(state, "")
+    message = str(info.value)
+    assert (f"the checkpoint's vocabulary has {len(dictionary) + 7} entries but the data's dictionary (dict.txt) "
+            f"has {len(dictionary)}") in message, message
+    assert "from_pretrained's data_name_or_path" in message, message
+    assert "linformer-prepare-classification-data --pretraining-data" in message, message
