@@ -31,12 +31,18 @@ def test_added_runs_take_their_k_and_n():
         quality_study.select_runs(args)
 
 
-def test_quality_study_cpu_smoke(data_bin, tmp_path):
+@pytest.fixture
+def sst2_bin(data_bin, tmp_path):
     sst2 = str(tmp_path / "sst2-bin")
     dev = os.path.join(SST2, "dev.tsv")  # labelled, so it serves as the test split too
     prepare_classification_data(sst2, os.path.join(SST2, "train.tsv"), dev, dev,
                                 spm_model=os.path.join(data_bin, "sentencepiece.bpe.model"),
                                 dictionary=os.path.join(data_bin, "dict.txt"), log=None)
+    return sst2
+
+
+def test_quality_study_cpu_smoke(data_bin, sst2_bin, tmp_path):
+    sst2 = sst2_bin
     out = tmp_path / "study"
     log = run(STUDY + ["--data", data_bin, "--sst2", sst2,
                "--out", str(out), "--tiny", "--cpu", "--runs", "roberta", "linformer_k128",
@@ -74,3 +80,45 @@ def test_quality_study_cpu_smoke(data_bin, tmp_path):
     assert table == report.stdout.rstrip("\n") + "\n" or table in report.stdout
     assert "| roberta | 64 | full |" in table and "| linformer_k128 | 64 | 16 |" in table
     assert "(2 seeds) |" in table
+
+
+def test_a_study_in_chunks_resumes_where_it_stopped(data_bin, sst2_bin, tmp_path):
+    out = tmp_path / "study"
+    study = STUDY + ["--data", data_bin, "--sst2", sst2_bin, "--out", str(out), "--tiny", "--cpu",
+                     "--runs", "roberta_n512", "linformer_n512_k256", "--max-update", "2", "--valid-interval", "1",
+                     "--log-interval", "1", "--finetune-updates", "2", "--finetune-valid-interval", "1",
+                     "--resume", "--deadline", "3600"]
+
+    def records():
+        return {r["name"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+
+    # a chunk with no time for a pretraining run starts none and says what is left
+    log = run(study + ["--pretrain-estimate", "7200"], cwd=REPO)
+    assert "not started" in log and "left for the next chunk (--resume): ['roberta_n512', 'linformer_n512_k256']" in log
+    assert records() == {}
+    # the next chunk runs both, and fine-tunes roberta_n512 (k = 256 is not fine-tuned) with seed 1
+    log = run(study + ["--finetune-seeds", "1"], cwd=REPO)
+    assert "failed: none; left for the next chunk (--resume): none" in log
+    first = records()
+    assert [f["seed"] for f in first["roberta_n512"]["sst2_runs"]] == [1] and "sst2_runs" not in first["linformer_n512_k256"]
+    assert first["linformer_n512_k256"]["n"] == 64 and first["linformer_n512_k256"]["k"] == 32  # tiny: / 8
+    # asked for seeds 1 and 2: only seed 2 runs, the pretraining runs are kept as they were
+    log = run(study + ["--finetune-seeds", "1", "2"], cwd=REPO)
+    assert "pretrain.log" not in log and "roberta_n512.sst2.seed2.log: rc=0" in log and "seed1.log" not in log
+    second = records()
+    assert second["linformer_n512_k256"] == first["linformer_n512_k256"]
+    assert second["roberta_n512"]["valid_curve"] == first["roberta_n512"]["valid_curve"]
+    assert [f["seed"] for f in second["roberta_n512"]["sst2_runs"]] == [1, 2]
+    assert second["roberta_n512"]["sst2_runs"][0] == first["roberta_n512"]["sst2_runs"][0]
+    # another number of updates is another run: it trains again
+    log = run(study + ["--finetune-seeds", "1", "2", "--max-update", "3", "--runs", "linformer_n512_k256"], cwd=REPO)
+    assert "linformer_n512_k256.pretrain.log: rc=0" in log
+    third = records()
+    assert third["linformer_n512_k256"]["max_update"] == 3 and third["roberta_n512"] == second["roberta_n512"]
+    # the report compares each run with RoBERTa at its n
+    report = subprocess.run([sys.executable, "-m", "examples.studies.quality.report", str(out / "results.jsonl"),
+                             "--out-dir", str(tmp_path / "report"), "--no-plots"],
+                            capture_output=True, text=True, check=True, cwd=REPO).stdout
+    ratio = third["linformer_n512_k256"]["valid_ppl"] / third["roberta_n512"]["valid_ppl"]
+    assert "| 64 | roberta (full) | 2 |" in report and "| 64 | linformer k=32 | 3 | " in report
+    assert f"| {ratio:.3f}x |" in report

@@ -4,6 +4,9 @@ the same data with the same budget, then SST-2 fine-tuning of the n=512 models.
 Every run gets the same number of updates and of tokens per update (batch = --tokens // n), the
 same optimiser, schedule, dropout and seed; only the attention differs. Runs (``--runs``):
 
+  same-n (a group)        at n = 512, 1024, 2048, 4096: roberta_nN (full attention) and
+                          linformer_nN_k{128,256} with the plugin's default options (issue #15)
+the 2026-11-28 study (the default; its grid starts E, F xavier, as the plugin did then):
   roberta                 full attention, n=512
   linformer_k{64,128,256} headwise sharing (one E, F per layer), n=512
   linformer_k128_kv       one map per layer for keys and values (E = F)
@@ -14,13 +17,18 @@ same optimiser, schedule, dropout and seed; only the attention differs. Runs (``
   linformer_*_meaninit    each of the grid's runs with E, F starting as mean pooling (--compressed-init mean)
 
 ``--add-run NAME='FLAGS'`` adds a linformer run with extra fairseq-train flags (e.g. a projection
-variant or ``--compressed-init mean``; ``--compressed-dim K`` and ``--tokens-per-sample N`` set its k
-and n, default 128 and 512), fine-tuned like the others when n=512. Jobs run concurrently, ``--jobs-per-gpu`` per GPU over the GPUs in
-CUDA_VISIBLE_DEVICES (small models leave one GPU mostly idle). Each pretraining run's fine-tuning
-starts when it ends, once per ``--finetune-seeds`` seed (SST-2's test set has 872 sentences: one
-is 0.11 points, and seeds move accuracy by more than that). Results: OUT/results.jsonl (one line per run: validation curve, final
-validation loss/perplexity, words/s, wall time, SST-2 dev/test accuracy: the mean over seeds, each
-seed's in ``sst2_runs``), logs in OUT/logs/.
+variant; ``--compressed-dim K`` and ``--tokens-per-sample N`` set its k and n, default 128 and 512),
+fine-tuned like the others when n=512.
+
+Jobs share the GPUs in CUDA_VISIBLE_DEVICES: a pretraining run has a GPU to itself (its words/s and
+peak memory are its own), fine-tunings and validations run ``--jobs-per-gpu`` to a GPU; the runs
+listed first go first. Each pretraining run's fine-tuning starts when it ends, once per
+``--finetune-seeds`` seed (SST-2's test set has 872 sentences: one is 0.11 points, and seeds move
+accuracy by more than that). Results: OUT/results.jsonl, rewritten after every step (one line per
+run: validation curve, final validation loss/perplexity, words/s, peak GPU memory, wall time, SST-2
+dev/test accuracy: the mean over seeds, each seed's in ``sst2_runs``), logs in OUT/logs/.
+A study longer than one sitting runs in chunks: ``--deadline S`` starts only what ends in time,
+and the same command with ``--resume`` runs what is left.
 ``python -m examples.studies.quality.report`` turns results.jsonl into tables and plots.
 
 GPU (the study in docs/results.md):
@@ -32,8 +40,8 @@ CPU smoke (tests):
 
 import argparse
 import json
+import itertools
 import os
-import queue
 import re
 import shlex
 import sys
@@ -43,9 +51,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from examples.common.fairseq_commands import (DROPOUT, PLUGIN_DIR, adam_polynomial, masked_lm, restore,
+from examples.common.fairseq_commands import (DROPOUT, PLUGIN_DIR, TRAIN_WITH_PEAK_MEMORY, adam_polynomial,
+                                              child_env, masked_lm, restore,
                                               sentence_prediction, size_flags, study_size, tiny_size)
-from examples.common.fairseq_logs import error_line, json_records, run_logged
+from examples.common.fairseq_logs import error_line, json_records, parse_train_log, run_logged
 from linformer_plugin.io import write_jsonl
 
 
@@ -83,6 +92,19 @@ RUNS = (
        for name, n, k, flags in GRID]
 )
 
+# the same-n study (issue #15, the paper's Fig. 3): at each n, fairseq's roberta and linformer at
+# k = 128 and 256 with the plugin's default options; the n = 512 roberta and k = 128 fine-tuned on SST-2
+SAME_N = (512, 1024, 2048, 4096)
+SAME_N_RUNS = [
+    run for n in SAME_N for run in (
+        [Run(f"roberta_n{n}", n=n, finetune=n == 512)]
+        + [Run(f"linformer_n{n}_k{k}", n=n, k=k, finetune=n == 512 and k == 128) for k in (128, 256)])
+]
+DEFAULT_RUNS = [r.name for r in RUNS]  # the 2026-11-28 study
+RUNS += SAME_N_RUNS
+GROUPS = {"same-n": [r.name for r in SAME_N_RUNS]}  # --runs same-n
+
+
 def _float(value):
     try:
         return float(value)
@@ -102,6 +124,9 @@ def pretrain_summary(text):
            "nan_seen": any(v[1] is None or v[1] != v[1] for v in curve)}
     if curve:
         out.update(valid_loss=curve[-1][1], valid_ppl=curve[-1][2], valid_updates=curve[-1][0])
+    peak = parse_train_log(text, parsed)["peak_gpu_mem_mib"]
+    if peak is not None:
+        out["peak_gpu_mem_mib"] = peak
     params = re.search(r"num\. (?:shared )?model params: ([\d,]+)", text)
     if params:
         out["params"] = int(params.group(1).replace(",", ""))
@@ -190,30 +215,90 @@ def rebuild_results(out_dir, runs):
     return results
 
 
+def _finetuned_seeds(record):
+    """The seeds of a record's SST-2 fine-tunings that reached their test accuracy."""
+    if not record:
+        return set()
+    if record.get("sst2_runs"):
+        return {f.get("seed") for f in record["sst2_runs"] if f.get("test_acc") is not None}
+    return {None} if record.get("sst2_test_acc") is not None else set()
+
+
+class Devices:
+    """Job slots: ``per_device`` on each device. A job takes ``units`` slots of one device (a
+    pretraining run takes them all, so that its words/s and peak memory are its own) and waits its
+    turn: of the waiting jobs that fit somewhere, the one first in the study's order goes first."""
+
+    def __init__(self, devices, per_device):
+        self.per_device = per_device
+        self.free = {device: per_device for device in devices}
+        self.cond = threading.Condition()
+        self.waiting = []  # (priority, ticket, units)
+        self.tickets = itertools.count()
+
+    def _fits(self, units):
+        fitting = [d for d, free in self.free.items() if free >= units]
+        return max(fitting, key=lambda d: self.free[d]) if fitting else _NO_DEVICE
+
+    def acquire(self, units, priority):
+        units = min(units, self.per_device)
+        with self.cond:
+            me = (priority, next(self.tickets), units)
+            self.waiting.append(me)
+            while True:
+                first = min((w for w in self.waiting if self._fits(w[2]) is not _NO_DEVICE), default=None)
+                if first == me:
+                    break
+                self.cond.wait()
+            self.waiting.remove(me)
+            device = self._fits(units)
+            self.free[device] -= units
+            self.cond.notify_all()  # another waiter may fit what is left
+            return device, units
+
+    def release(self, device, units):
+        with self.cond:
+            self.free[device] += units
+            self.cond.notify_all()
+
+
+_NO_DEVICE = object()
+
+
 class Study:
-    def __init__(self, args):
+    def __init__(self, args, previous=None):
         self.args = args
         self.logs = os.path.join(args.out, "logs")
         os.makedirs(self.logs, exist_ok=True)
         self.lock = threading.Lock()
         self.results = []
-        devices = args.devices
-        # one slot per concurrent job, spread over the devices; a job takes one and gives it back
-        self.free = queue.Queue()
-        for i in range(len(devices) * args.jobs_per_gpu):
-            self.free.put(devices[i % len(devices)])
+        self.previous = previous or {}  # name -> the record of an earlier chunk (--resume)
+        self.devices = Devices(args.devices, args.jobs_per_gpu)
+        self.started = time.time()
 
-    def _run(self, cmd, log_name):
-        slot = self.free.get()
-        env = dict(os.environ)
-        if slot is not None:
-            env["CUDA_VISIBLE_DEVICES"] = str(slot)
-        started = time.time()
-        path = os.path.join(self.logs, log_name)
+    def time_left(self):
+        return None if not self.args.deadline else self.args.deadline - (time.time() - self.started)
+
+    def _run(self, cmd, log_name, priority=0, alone=False, estimate_s=0):
+        """Run one job on a device; (rc, log text, wall s), or None if the deadline leaves it no time."""
+        device, units = self.devices.acquire(self.args.jobs_per_gpu if alone else 1, priority)
         try:
-            rc, text, _ = run_logged(cmd, path, None, env=env, cwd=self.args.out, header=True)
+            left = self.time_left()
+            if left is not None and left < estimate_s:
+                print(f"[{time.strftime('%H:%M:%S')}] {log_name}: not started, {left:.0f}s left of the "
+                      f"deadline and it takes about {estimate_s:.0f}s", flush=True)
+                return None
+            env = child_env({"CUDA_VISIBLE_DEVICES": str(device)} if device is not None else None)
+            started = time.time()
+            path = os.path.join(self.logs, log_name)
+            rc, text, timed_out = run_logged(cmd, path, None if left is None else max(1, left), env=env,
+                                             cwd=self.args.out, header=True)
         finally:
-            self.free.put(slot)
+            self.devices.release(device, units)
+        if timed_out:  # stopped at the deadline: left for the next chunk, not a failure
+            print(f"[{time.strftime('%H:%M:%S')}] {log_name}: stopped at the deadline after "
+                  f"{time.time() - started:.0f}s", flush=True)
+            return None
         print(f"[{time.strftime('%H:%M:%S')}] {log_name}: rc={rc} in {time.time() - started:.0f}s", flush=True)
         return rc, text, round(time.time() - started, 1)
 
@@ -237,7 +322,8 @@ class Study:
     def pretrain_command(self, run, save_dir):
         a = self.args
         batch = max(1, a.tokens // run.n)
-        return [sys.executable, "-m", "fairseq_cli.train", a.data] + self.model_flags(run) + masked_lm(
+        # fairseq-train that prints its peak GPU memory at exit
+        return [sys.executable, "-m", TRAIN_WITH_PEAK_MEMORY, a.data] + self.model_flags(run) + masked_lm(
             run.n, "complete") + ["--batch-size", str(batch), "--batch-size-valid", str(batch)] + adam_polynomial(
             a.lr, a.max_update, max(1, a.max_update // 10), 0.01, 1.0) + DROPOUT + [
             "--validate-interval-updates", str(a.valid_interval), "--validate-interval", "1000",
@@ -268,31 +354,66 @@ class Study:
         return cmd + (["--cpu"] if a.cpu else [])
 
     # ------------------------------------------------------------------ one run
-    def study(self, run):
+    def _same_setup(self, previous, run):
+        a = self.args
+        return (previous.get("pretrain_rc") == 0 and previous.get("n") == run.n and previous.get("k") == run.k
+                and previous.get("flags") == run.flags and previous.get("max_update") == a.max_update
+                and previous.get("tokens_per_update") == max(1, a.tokens // run.n) * run.n)
+
+    def study(self, indexed_run):
+        index, run = indexed_run
         a = self.args
         ckpt_dir = os.path.join(a.checkpoints, run.name)
-        result = {"name": run.name, "n": run.n, "k": run.k, "flags": run.flags,
-                  "tokens_per_update": max(1, a.tokens // run.n) * run.n, "max_update": a.max_update}
-        cmd = self.pretrain_command(run, os.path.join(ckpt_dir, "pretrain"))
-        rc, text, wall = self._run(cmd, f"{run.name}.pretrain.log")
-        result.update(pretrain_rc=rc, pretrain_wall_s=wall, command=shlex.join(cmd), **pretrain_summary(text))
-        if rc != 0:
-            result["error"] = error_line(text.splitlines()) or f"rc={rc}"
-        self._record(result)
-        if rc == 0 and a.sst2 and run.finetune and a.finetune_updates > 0:
-            pretrained = os.path.join(ckpt_dir, "pretrain", "checkpoint_last.pt")
-            seeds = a.finetune_seeds or [None]  # None: --seed, and the logs' names without a seed
-            with ThreadPoolExecutor(len(seeds)) as pool:  # each takes a slot of its own
-                finetunes = list(pool.map(lambda seed: self.finetune(run, pretrained, ckpt_dir, seed), seeds))
-            result["finetune_rc"] = max(f.pop("rc") for f in finetunes)
-            result["finetune_wall_s"] = max(f.pop("wall_s") for f in finetunes)
-            result["finetune_command"] = finetunes[0].pop("command")
-            errors = [f.pop("error") for f in finetunes if f.get("error")]
-            if errors:
-                result["finetune_error"] = errors[0]
-            result.update(sst2_summary([finetune_from_logs(self.logs, f["tag"]) for f in finetunes]))
+        pretrained = os.path.join(ckpt_dir, "pretrain", "checkpoint_last.pt")
+        wants_finetune = bool(a.sst2 and run.finetune and a.finetune_updates > 0)
+        seeds = a.finetune_seeds or [None]  # None: --seed, and the logs' names without a seed
+        previous = self.previous.get(run.name)
+        done_seeds = _finetuned_seeds(previous)
+        missing = [seed for seed in seeds if seed not in done_seeds] if wants_finetune else []
+        if previous and self._same_setup(previous, run) and (not missing or os.path.exists(pretrained)):
+            result = dict(previous)  # an earlier chunk's run: kept, only its missing fine-tunings run
             self._record(result)
+        else:
+            result = {"name": run.name, "n": run.n, "k": run.k, "flags": run.flags,
+                      "tokens_per_update": max(1, a.tokens // run.n) * run.n, "max_update": a.max_update}
+            cmd = self.pretrain_command(run, os.path.join(ckpt_dir, "pretrain"))
+            ran = self._run(cmd, f"{run.name}.pretrain.log", priority=index, alone=True,
+                            estimate_s=self.estimate(run))
+            if ran is None:
+                return result
+            rc, text, wall = ran
+            result.update(pretrain_rc=rc, pretrain_wall_s=wall, command=shlex.join(cmd), **pretrain_summary(text))
+            if rc != 0:
+                result["error"] = error_line(text.splitlines()) or f"rc={rc}"
+            self._record(result)
+            if rc != 0:
+                return result
+            previous, missing = None, seeds if wants_finetune else []
+        if missing:
+            with ThreadPoolExecutor(len(missing)) as pool:  # each takes a slot of its own
+                finetunes = list(pool.map(lambda seed: self.finetune(run, pretrained, ckpt_dir, seed, index), missing))
+            finetunes = [f for f in finetunes if f is not None]
+            if finetunes:
+                result["finetune_rc"] = max([f.pop("rc") for f in finetunes] + [result.get("finetune_rc") or 0])
+                result["finetune_wall_s"] = max(f.pop("wall_s") for f in finetunes)
+                result["finetune_command"] = finetunes[0].pop("command")
+                errors = [f.pop("error") for f in finetunes if f.get("error")]
+                if errors:
+                    result["finetune_error"] = errors[0]
+                earlier = [f for f in (previous or {}).get("sst2_runs") or [] if f.get("seed") in done_seeds]
+                runs = earlier + [finetune_from_logs(self.logs, f["tag"]) for f in finetunes]
+                result.update(sst2_summary(sorted(runs, key=lambda f: (f["seed"] is not None, f["seed"] or 0))))
+                self._record(result)
         return result
+
+    def estimate(self, run):
+        """Seconds a pretraining run takes: an earlier run's wall time (at this n if any), else --pretrain-estimate."""
+        with self.lock:
+            walls = [r["pretrain_wall_s"] for r in self.results + list(self.previous.values())
+                     if r.get("n") == run.n and r.get("pretrain_rc") == 0 and r.get("pretrain_wall_s")]
+        if not walls:  # every run has the same tokens: another n's time is a better guess than none
+            walls = [r["pretrain_wall_s"] for r in self.results if r.get("pretrain_rc") == 0 and r.get("pretrain_wall_s")]
+        return 1.1 * max(walls) if walls else self.args.pretrain_estimate
 
     def _record(self, result):
         # results.jsonl is rewritten whole after every step: a study cut off keeps what finished
@@ -301,19 +422,24 @@ class Study:
                 self.results.append(result)
             write_jsonl(os.path.join(self.args.out, "results.jsonl"), self.results)
 
-    def finetune(self, run, pretrained, ckpt_dir, seed=None):
-        """One SST-2 fine-tuning, then dev and test accuracy of its best checkpoint (logs TAG.*)."""
+    def finetune(self, run, pretrained, ckpt_dir, seed, priority):
+        """One SST-2 fine-tuning, then dev and test accuracy of its best checkpoint (logs TAG.*);
+        None if the deadline left it no time."""
+        a = self.args
         tag = f"{run.name}.sst2" + ("" if seed is None else f".seed{seed}")
         save_dir = os.path.join(ckpt_dir, "sst2" + ("" if seed is None else f"-seed{seed}"))
         cmd = self.finetune_command(run, pretrained, save_dir, seed)
-        rc, text, wall = self._run(cmd, tag + ".log")
+        ran = self._run(cmd, tag + ".log", priority=priority, estimate_s=a.finetune_estimate)
+        if ran is None:
+            return None
+        rc, text, wall = ran
         out = {"tag": tag, "rc": rc, "wall_s": wall, "command": shlex.join(cmd)}
         if rc != 0:
             out["error"] = error_line(text.splitlines()) or f"rc={rc}"
             return out
         best = os.path.join(save_dir, "checkpoint_best.pt")
         for subset in ("valid", "test"):
-            self._run(self.validate_command(run, best, subset), f"{tag}.{subset}.log")
+            self._run(self.validate_command(run, best, subset), f"{tag}.{subset}.log", priority=priority)
         return out
 
 
@@ -323,7 +449,8 @@ def parse_args(argv=None):
     p.add_argument("--sst2", help="SST-2 data-bin (prepare_classification_data.py, with a test split)")
     p.add_argument("--out", required=True, help="results.jsonl and logs/ go here")
     p.add_argument("--checkpoints", help="checkpoint folder (default OUT/checkpoints)")
-    p.add_argument("--runs", nargs="+", default=[r.name for r in RUNS], help="which runs (default all)")
+    p.add_argument("--runs", nargs="+", default=DEFAULT_RUNS,
+                   help="which runs, or a group: same-n (the issue #15 study); default the 2026-11-28 study's")
     p.add_argument("--add-run", action="append", default=[], metavar="NAME=FLAGS",
                    help="an extra linformer run at n=512: NAME='--compressed-dim 128 --other flags'")
     p.add_argument("--max-update", type=int, default=1500)
@@ -337,6 +464,19 @@ def parse_args(argv=None):
     p.add_argument("--finetune-seeds", type=int, nargs="+",
                    help="fine-tune each n=512 model once per seed (default: once, with --seed); SST-2 accuracies "
                    "are then the mean over seeds")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs OUT/results.jsonl already holds (same n, k, flags, updates and tokens) and "
+                   "run only what is missing: a study run in chunks (a pretraining whose checkpoint is gone is "
+                   "run again if its fine-tunings are missing)")
+    p.add_argument("--deadline", type=float, default=0,
+                   help="seconds: start no job that would not end within this many seconds of the start, and "
+                   "stop those still running then (0: none)")
+    p.add_argument("--deadline-at", type=float, default=0, metavar="EPOCH_SECONDS",
+                   help="the same as --deadline, as a time (date +%%s): for a chunk whose data preparation ran first")
+    p.add_argument("--pretrain-estimate", type=float, default=300,
+                   help="seconds a pretraining run takes, until one at the same n has run")
+    p.add_argument("--finetune-estimate", type=float, default=220,
+                   help="seconds an SST-2 fine-tuning and its two validations take")
     p.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default="fp16")
     p.add_argument("--jobs-per-gpu", type=int, default=4)
     p.add_argument("--seed", type=int, default=1)
@@ -344,6 +484,8 @@ def parse_args(argv=None):
     p.add_argument("--cpu", action="store_true")
     p.add_argument("--rebuild", action="store_true", help="only rebuild OUT/results.jsonl from OUT/logs")
     args = p.parse_args(argv)
+    if args.deadline_at:
+        args.deadline = max(1.0, args.deadline_at - time.time())
     args.out = os.path.abspath(args.out)
     args.data = os.path.abspath(args.data)
     args.sst2 = os.path.abspath(args.sst2) if args.sst2 else None
@@ -374,6 +516,7 @@ def _take_int(flags, name, default):
 
 def select_runs(args):
     runs = {r.name: r for r in RUNS}
+    args.runs = [name for group in args.runs for name in GROUPS.get(group, [group])]
     for spec in args.add_run:
         name, _, flags = spec.partition("=")
         flags = shlex.split(flags)
@@ -399,12 +542,25 @@ def main(argv=None):
         for run in runs:  # the tiny data-bin's sequences are short: scale n and k down 8x
             run.n, run.k = run.n // 8, (run.k // 8 if run.k else None)
     os.makedirs(args.out, exist_ok=True)
-    study = Study(args)
+    previous = {}
+    results_path = os.path.join(args.out, "results.jsonl")
+    if args.resume and os.path.exists(results_path):
+        with open(results_path) as f:
+            previous = {r["name"]: r for r in map(json.loads, filter(str.strip, f))}
+    study = Study(args, previous)
+    # runs not selected now keep their records (a chunk that runs some of the study's runs)
+    study.results = [r for name, r in previous.items() if name not in {run.name for run in runs}]
+    write_jsonl(results_path, study.results)
     started = time.time()
     with ThreadPoolExecutor(max_workers=len(runs)) as pool:
-        results = list(pool.map(study.study, runs))
+        results = list(pool.map(study.study, enumerate(runs)))
     failed = [r["name"] for r in results if r.get("pretrain_rc") or r.get("finetune_rc")]
-    print(f"study done in {time.time() - started:.0f}s; failed: {failed or 'none'}", flush=True)
+    wanted_seeds = set(args.finetune_seeds or [None])
+    pending = [run.name for run, r in zip(runs, results) if "pretrain_rc" not in r or (
+        r["pretrain_rc"] == 0 and args.sst2 and run.finetune and args.finetune_updates > 0
+        and not wanted_seeds <= _finetuned_seeds(r))]
+    print(f"study done in {time.time() - started:.0f}s; failed: {failed or 'none'}; "
+          f"left for the next chunk (--resume): {pending or 'none'}", flush=True)
     for r in results:
         print(json.dumps({k: r.get(k) for k in ("name", "valid_ppl", "pretrain_wps", "pretrain_wall_s",
                                                   "sst2_dev_acc", "sst2_test_acc", "sst2_test_std")}), flush=True)
