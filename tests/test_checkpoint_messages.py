@@ -45,7 +45,7 @@ def test_another_dictionary_names_both_sizes_and_the_way_out():
     with pytest.raises(ValueError) as info:
         model.upgrade_state_dict_named(state, "")
     message = str(info.value)
-    assert (f"the checkpoint's vocabulary has {len(dictionary) + 7} entries but the data's dictionary (dict.txt) "
-            f"has {len(dictionary)}") in message, message
+    assert (f"the checkpoint's vocabulary has {len(dictionary) + 7} entries but the data's dictionary "
+            f"has {len(dictionary)} (its dict.txt)") in message, message
     assert "from_pretrained's data_name_or_path" in message, message
     assert "linformer-prepare-classification-data --pretraining-data" in message, message

@@ -95,7 +95,7 @@ class LinformerEncoder(RobertaEncoder):
         if embed_key in state_dict and state_dict[embed_key].size(0) != len(self.dictionary):
             raise ValueError(
                 f"the checkpoint's vocabulary has {state_dict[embed_key].size(0)} entries but the data's "
-                f"dictionary (dict.txt) has {len(self.dictionary)}: the data was binarized with another "
+                f"dictionary has {len(self.dictionary)} (its dict.txt): the data was binarized with another "
                 "dictionary than the checkpoint was trained with. Give the data directory the checkpoint was "
                 "trained on (in Python: from_pretrained's data_name_or_path), or binarize this data with the "
                 "checkpoint's dictionary: linformer-prepare-classification-data --pretraining-data "
