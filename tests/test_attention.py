@@ -179,8 +179,9 @@ def test_long_queries_split_into_chunks_stay_exact():
 # ----------------------------------------------------------------------------- the padded projection
 
 
-def padded_case(S=12, B=3, channels=5, n=16, k=8, dtype=torch.float64):
-    """A right-padded, a left-padded and an interior-padded sentence."""
+def padded_case(S=12, B=3, channels=16, n=16, k=8, dtype=torch.float64):
+    """A right-padded, a left-padded and an interior-padded sentence (2 k <= channels: the per-sentence
+    columns path)."""
     torch.manual_seed(0)
     proj = SequenceProjection(n, k, num_maps=2).to(dtype)
     x = torch.randn(S, B, channels, dtype=dtype, requires_grad=True)
@@ -198,8 +199,9 @@ def per_sentence_product(weight, x, mask):
     return torch.stack(out, dim=1)
 
 
-def test_padded_projection_and_its_gradients_are_exact():
-    proj, x, mask = padded_case()
+@pytest.mark.parametrize("channels", [16, 5])  # per-sentence columns; 2 k > C: a compacted copy of x
+def test_padded_projection_and_its_gradients_are_exact(channels):
+    proj, x, mask = padded_case(channels=channels)
     keys, values, key_mask = proj(x, mask)  # E X and F X, each 1 x k x B x C
     assert key_mask is None
     for maps, out in ((slice(0, 16), torch.cat([keys[0], values[0]])), (slice(0, 8), keys[0]), (slice(8, 16), values[0])):
@@ -211,14 +213,57 @@ def test_padded_projection_and_its_gradients_are_exact():
         for g, w in zip(got, want):
             torch.testing.assert_close(g, w, rtol=0, atol=1e-12)
     w = proj.weight.detach().clone().requires_grad_()
-    assert torch.autograd.gradcheck(
-        lambda w, x: torch.func.functional_call(proj, {"weight": w}, (x, mask))[0], (w, x))
+    b_major = x.detach().transpose(0, 1).contiguous().transpose(0, 1).requires_grad_()  # fairseq's first layer
+    for inputs in (x, b_major):
+        assert torch.autograd.gradcheck(
+            lambda w, x: torch.func.functional_call(proj, {"weight": w}, (x, mask))[0], (w, inputs))
+
+
+def test_padded_linear_projection_needs_no_host_sync():
+    """The plan and the products are index work on the device: they run on the meta device, where
+    any read of the mask's values on the host would fail."""
+    from linformer_plugin.modules.padding import compaction, project_per_sentence
+
+    proj, x, mask = padded_case()
+    x, mask = x.detach().to("meta"), mask.to("meta")
+    rows = project_per_sentence(x, proj.weight.detach().to("meta"), mask)
+    assert rows.shape == (16, 3, 16) and rows.device.type == "meta"
+    with pytest.raises(Exception):  # the other projections' plan looks for right padding on the host
+        compaction(x, mask)
+
+
+def test_compiled_form_of_the_padded_projection_is_the_same(monkeypatch):
+    """Under torch.compile the same products come from differentiable ops (the compiler plans the
+    memory): values and gradients as the custom backward's."""
+    from linformer_plugin.modules import padding
+
+    proj, x, mask = padded_case()
+    outs = []
+    for compiling in (False, True):
+        monkeypatch.setattr(padding, "_compiling", lambda compiling=compiling: compiling)
+        out = padding.project_per_sentence(x, proj.weight, mask)
+        outs.append((out, *torch.autograd.grad(out.pow(2).sum(), [proj.weight, x])))
+    for custom, composite in zip(*outs):
+        torch.testing.assert_close(custom, composite, rtol=0, atol=1e-12)
+
+
+def test_sentence_columns_are_built_once_per_mask():
+    from linformer_plugin.modules.padding import sentence_columns
+
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[1, 4:] = True
+    first = sentence_columns(mask)
+    assert sentence_columns(mask) is first and first.column.tolist() == [[0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 6, 6]]
+    mask[0, 0] = True  # a new plan when the mask changes in place
+    second = sentence_columns(mask)
+    assert second is not first and second.column[0].tolist() == [6, 0, 1, 2, 3, 4]
+    assert second.source.T.tolist() == [[1, 2, 3, 4, 5, 12], [6, 7, 8, 9, 12, 12]]  # B S = 12: the zero row
 
 
 def test_compaction_gradients():
     """compact_tokens (the one place padding is handled) against finite differences, in both memory
     layouts of x and with extra rows (whole windows)."""
-    from linformer_plugin.modules.sequence_projection import compact_tokens
+    from linformer_plugin.modules.padding import compact_tokens
 
     _, x, mask = padded_case()
     b_major = x.detach().transpose(0, 1).contiguous().transpose(0, 1).requires_grad_()
@@ -229,7 +274,7 @@ def test_compaction_gradients():
 def test_right_padding_is_compacted_in_place_exactly():
     """Right padding (fairseq's and the hub's) takes the path that only zeroes the pads: the same
     values and gradients as the general gather, in both memory layouts and with extra rows."""
-    from linformer_plugin.modules.sequence_projection import _Compact, _build_compaction, compact_tokens, compaction
+    from linformer_plugin.modules.padding import _Compact, _build_compaction, compact_tokens, compaction
 
     torch.manual_seed(0)
     x = torch.randn(12, 3, 5, dtype=torch.float64, requires_grad=True)
@@ -261,13 +306,8 @@ def test_compaction_plan_is_built_once_per_mask():
     assert second is not first and not second.in_place and second.lengths.tolist() == [5, 4]
 
 
-def test_padded_projection_keeps_no_per_sentence_columns_for_the_backward(monkeypatch):
-    """Neither per-sentence columns (rows x B x S) nor the compacted input (S x B x C) are kept for the
-    backward: what the forward keeps is E, a note to gather the compacted input again from X (the
-    layer's input, kept by q_proj anyway) and index tensors."""
-    from linformer_plugin.modules import sequence_projection
-
-    proj, x, mask = padded_case(S=64, B=4, channels=8, n=64, k=32)  # rows x B x S = 8x the size of X
+def _kept_for_the_backward(monkeypatch, projection, x, mask):
+    """Everything the saved-tensor pack hooks are given in the forward (the projections' own hooks too)."""
     kept = []
     hooks = torch.autograd.graph.saved_tensors_hooks
 
@@ -277,15 +317,35 @@ def test_padded_projection_keeps_no_per_sentence_columns_for_the_backward(monkey
 
     monkeypatch.setattr(torch.autograd.graph, "saved_tensors_hooks", Recording)
     with Recording(lambda t: t, lambda t: t):
-        keys, values, _ = proj(x, mask)
+        keys, values, _ = projection(x, mask)
     (keys.sum() + values.sum()).backward()  # and the backward still works from what was kept
+    return kept
+
+
+def test_padded_projection_keeps_no_per_sentence_columns_for_the_backward(monkeypatch):
+    """Neither per-sentence columns (B x S x rows) nor a copy of the input (S x B x C) are kept for
+    the backward: the forward keeps E and X itself (the layer's input, kept by q_proj anyway)."""
+    proj, x, mask = padded_case(S=64, B=4, channels=64, n=64, k=32)  # B x S x rows: the size of X
+    kept = _kept_for_the_backward(monkeypatch, proj, x, mask)
     tensors = [t for t in kept if isinstance(t, torch.Tensor)]
-    assert max(t.numel() for t in tensors) == proj.weight.numel()  # E (64 x 64); X is 2,048, columns 16,384
-    assert not any(t.shape == (64, 4, 64) for t in tensors)
-    assert not any(t.numel() == x.numel() for t in tensors)  # the compacted input is gathered again instead
-    assert any(isinstance(t, sequence_projection._GatheredAgain) for t in kept)
+    storages = {t.untyped_storage().data_ptr() for t in (x, proj.weight)}
+    assert all(t.untyped_storage().data_ptr() in storages or t.numel() <= mask.numel() for t in tensors)
+    assert any(t is x for t in tensors)
     torch.testing.assert_close(x.grad, torch.autograd.grad(
         (per_sentence_product(proj.weight, x, mask)).sum(), x)[0], rtol=0, atol=1e-12)
+
+
+def test_compacted_input_is_gathered_again_for_the_backward(monkeypatch):
+    """The other projections run on each sentence's tokens moved to its start: that copy is not kept,
+    the backward makes it again from X."""
+    from linformer_plugin.modules import WindowProjection
+    from linformer_plugin.modules.padding import _GatheredAgain
+
+    _, x, mask = padded_case(S=64, B=4, channels=8, n=64, k=32)
+    proj = WindowProjection(64, 16, method="max").double()  # amax keeps its input
+    kept = _kept_for_the_backward(monkeypatch, proj, x, mask)
+    assert not any(isinstance(t, torch.Tensor) and t.numel() >= x.numel() and t is not x for t in kept)
+    assert any(isinstance(t, _GatheredAgain) for t in kept)
 
 
 def test_padded_projection_under_autocast():

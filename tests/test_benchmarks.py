@@ -33,7 +33,7 @@ def test_benchmark_attention_cpu_smoke(tmp_path):
     records = _read_jsonl(out / "results.jsonl")
     expected = bench.expected_cases(["ours", "fq_linf", "fq_mha", "sdpa_full"], [64, 128], [16], ["fp32"])
     assert len(expected) == 8
-    assert sorted((r["impl"], r["n"], r["k"], r["dtype"]) for r in records) == sorted(expected)
+    assert sorted((r["impl"], r["n"], r["k"], r["dtype"], r.get("padding", "none")) for r in records) == sorted(expected)
     for r in records:
         assert "error" not in r, r
         assert r["B"] == 256 // r["n"]
@@ -74,6 +74,27 @@ def test_benchmark_attention_projection_variants_cpu_smoke(tmp_path):
     # the variants run only when asked for
     assert not set(variants) & set(bench.parse_args([]).impls)
     assert set(variants) <= set(bench.parse_args(["--variants"]).impls)
+
+
+def test_benchmark_attention_paddings_and_short_inputs_cpu_smoke(tmp_path):
+    """Padded beside unpadded in one run (the padded / unpadded table), and inputs shorter than k in
+    a Linformer built for longer ones (--max-positions)."""
+    out = tmp_path / "paddings"
+    bench_attention.main(["--device", "cpu", "--dtypes", "fp32", "--lengths", "16", "--tokens", "64", "--ks", "32",
+                          "--embed-dim", "32", "--heads", "2", "--repeat", "1", "--warmup", "0", "--no-plots",
+                          "--impls", "ours", "sdpa_full", "--paddings", "none", "right", "left",
+                          "--max-positions", "64", "--out-dir", str(out)])
+    records = _read_jsonl(out / "results.jsonl")
+    assert [(r["impl"], r.get("padding", "none")) for r in records] == [
+        (impl, padding) for padding in ("none", "right", "left") for impl in ("ours", "sdpa_full")]
+    for r in records:
+        assert "error" not in r and r["fwd_ms"] > 0 and r["train_ms"] > 0, r
+        assert r["impl"] == "sdpa_full" or (r["k"] == 32 and r["max_positions"] == 64)  # k = 32 > n = 16
+    report = (out / "results.md").read_text()
+    assert "## fp32: padded / unpadded" in report and "| ours k=32 | 16 | left |" in report
+    assert "sdpa_full/ours k=32" in report
+    with pytest.raises(SystemExit):
+        bench_attention.parse_args(["--padded", "--paddings", "left"])
 
 
 @pytest.mark.slow

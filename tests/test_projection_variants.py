@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from linformer_plugin.modules import LinformerSelfAttention, SequenceProjection, WindowProjection
-from linformer_plugin.modules.sequence_projection import compact_tokens
+from linformer_plugin.modules.padding import compact_tokens
 
 C, H, N, K = 32, 4, 24, 6  # window s = N / K = 4
 S = N // K

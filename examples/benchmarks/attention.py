@@ -13,11 +13,17 @@ Implementations (``--impls``):
   fq_mha         fairseq.modules.MultiheadAttention (full attention)
   sdpa_full      full attention: nn.Linear q/k/v/out + F.scaled_dot_product_attention
 
-Each case (impl, n, k, dtype) runs on x of shape (n, B, C) with B = tokens // n and reports the
-median inference-forward time, the median forward+backward time and the peak memory of each.
-With --padded the batch is right-padded (sentence b has n - b n / (2B) tokens) and every impl gets
-the key_padding_mask (the masked paths: per-sentence positions, window masks).
+Each case (impl, n, k, dtype, padding) runs on x of shape (n, B, C) with B = tokens // n and reports
+the median inference-forward time, the median forward+backward time and the peak memory of each.
+--paddings none right left: unpadded batches, and batches where sentence b has n - b n / (2B) tokens
+(lengths spread evenly over (n/2, n]) padded on the right (fairseq's, the hub's) or on the left; every
+impl gets the key_padding_mask. --padded is --paddings right. --max-positions P builds the Linformers
+for inputs up to P tokens and feeds them n: short inputs (n < k) of a model made for longer ones.
 GPU run (defaults):   python -m examples.benchmarks.attention [--compile]
+Padded vs unpadded:   python -m examples.benchmarks.attention --impls ours sdpa_full --dtypes fp16 --ks 128 \
+                          --paddings none right
+Short inputs:         python -m examples.benchmarks.attention --impls ours sdpa_full --dtypes fp16 --ks 128 256 \
+                          --lengths 32 64 128 256 --max-positions 512 --paddings none right
 Projection variants:  python -m examples.benchmarks.attention --impls ours ours_none ours_conv ours_conv_none \
                           ours_mean ours_max --dtypes fp16 [--padded] --out-dir benchmarks/variants
 CPU smoke:            python -m examples.benchmarks.attention --device cpu --dtypes fp32 --lengths 64 128 \
@@ -104,8 +110,10 @@ def load_reference_linear_attention():
     return _REFERENCE_CLASS
 
 
-def build_impl(impl, n, k, embed_dim, num_heads, device, dtype, compile_mode="default"):
-    """The module for ``impl``, on ``device`` in ``dtype``; k is ignored by full-attention impls."""
+def build_impl(impl, n, k, embed_dim, num_heads, device, dtype, compile_mode="default", max_positions=None):
+    """The module for ``impl``, on ``device`` in ``dtype``; k is ignored by full-attention impls. The
+    Linformers are built for inputs of up to ``max_positions`` tokens (default n)."""
+    n = max(n, max_positions or n)
     if impl in ("ours", "ours_compiled"):
         from linformer_plugin.modules import LinformerSelfAttention
 
@@ -204,34 +212,43 @@ def _free(device):
         torch.cuda.empty_cache()
 
 
-def padding_mask(n, bsz, device):
-    """B x n, True at pads: sentence b has n - b n / (2B) tokens (right padding), sentence 0 none."""
+PADDINGS = ("none", "right", "left")
+
+
+def padding_mask(n, bsz, device, side="right"):
+    """B x n, True at pads: sentence b has n - b n / (2B) tokens (sentence 0 none), its pads on ``side``."""
     lengths = torch.tensor([n - b * n // (2 * bsz) for b in range(bsz)], device=device)
-    return torch.arange(n, device=device)[None, :] >= lengths[:, None]
+    mask = torch.arange(n, device=device)[None, :] >= lengths[:, None]
+    return mask.flip(1) if side == "left" else mask
 
 
 def time_case(impl, n, k, dtype_name, tokens, embed_dim=768, num_heads=12, device="cuda",
-              warmup=5, repeat=20, compile_mode="default", seed=0, padded=False):
-    """Measure one case; returns the JSON record. Errors (OOM included) are recorded, not raised."""
+              warmup=5, repeat=20, compile_mode="default", seed=0, padded=False, padding=None, max_positions=None):
+    """Measure one case; returns the JSON record. Errors (OOM included) are recorded, not raised.
+    ``padding``: none, right or left (``padded``: right)."""
     device = torch.device(device)
     dtype = DTYPES[dtype_name]
+    padding = padding or ("right" if padded else "none")
     bsz = max(1, tokens // n)
     record = {"n": n, "B": bsz, "impl": impl, "k": k if impl in LINFORMER_IMPLS else None, "dtype": dtype_name,
               "fwd_ms": None, "fwd_mem_mb": None, "train_ms": None, "train_mem_mb": None}
-    if padded:
-        record["padded"] = True
+    if padding != "none":
+        record["padded"], record["padding"] = True, padding
+    if max_positions and max_positions > n and impl in LINFORMER_IMPLS:
+        record["max_positions"] = max_positions
     if impl in VARIANT_IMPLS:
         record["projection"], record["sharing"] = VARIANT_IMPLS[impl]
-    if impl == "fq_linf" and n % k:
-        record["note"] = f"reference projects to n // (n // k) = {n // (n // k)} rows, not k"
+    built_for = max(n, max_positions or n)
+    if impl == "fq_linf" and built_for % k:
+        record["note"] = f"reference projects to n // (n // k) = {built_for // (built_for // k)} rows, not k"
     phase = "build"
     error = None
     try:
         torch.manual_seed(seed)
-        module = build_impl(impl, n, k, embed_dim, num_heads, device, dtype, compile_mode)
+        module = build_impl(impl, n, k, embed_dim, num_heads, device, dtype, compile_mode, max_positions)
         x = torch.randn(n, bsz, embed_dim, device=device, dtype=dtype)
         grad = torch.randn(n, bsz, embed_dim, device=device, dtype=dtype)
-        mask = padding_mask(n, bsz, device) if padded else None
+        mask = padding_mask(n, bsz, device, padding) if padding != "none" else None
 
         phase = "fwd"
         module.eval()
@@ -281,16 +298,18 @@ def fmt(value, digits=2):
 # ----------------------------------------------------------------------------- main
 
 
-def expected_cases(impls, lengths, ks, dtypes):
-    """(impl, n, k, dtype) in run order; linformer impls once per k <= n, the others once per n."""
+def expected_cases(impls, lengths, ks, dtypes, paddings=("none",), max_positions=None):
+    """(impl, n, k, dtype, padding) in run order; linformer impls once per k <= max(n, max_positions),
+    the others once per n."""
     cases = []
     for dtype in dtypes:
         for n in lengths:
-            for impl in impls:
-                if impl in LINFORMER_IMPLS:
-                    cases += [(impl, n, k, dtype) for k in ks if k <= n]
-                else:
-                    cases.append((impl, n, None, dtype))
+            for padding in paddings:
+                for impl in impls:
+                    if impl in LINFORMER_IMPLS:
+                        cases += [(impl, n, k, dtype, padding) for k in ks if k <= max(n, max_positions or n)]
+                    else:
+                        cases.append((impl, n, None, dtype, padding))
     return cases
 
 
@@ -301,8 +320,12 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true", help="also measure ours under torch.compile")
     p.add_argument("--variants", action="store_true",
                    help=f"also measure the projection variants ({', '.join(VARIANT_IMPLS)})")
-    p.add_argument("--padded", action="store_true",
-                   help="right-padded batches with a key_padding_mask (sentence b: n - b n / (2B) tokens)")
+    p.add_argument("--paddings", nargs="+", choices=PADDINGS, default=None,
+                   help="none: full batches; right / left: sentence b has n - b n / (2B) tokens, padded on that "
+                        "side, with a key_padding_mask (default: none)")
+    p.add_argument("--padded", action="store_true", help="the same as --paddings right")
+    p.add_argument("--max-positions", type=int, default=None,
+                   help="build the Linformers for inputs up to this length (default n): n < k measures short inputs")
     p.add_argument("--compile-mode", default="default", help="torch.compile mode, e.g. max-autotune")
     p.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp16", "bf16"])
     p.add_argument("--lengths", nargs="+", type=int,
@@ -320,6 +343,10 @@ def parse_args(argv=None):
     if args.impls is None:
         args.impls = [i for i in IMPLS if (i != "ours_compiled" or args.compile)
                       and (i not in VARIANT_IMPLS or args.variants)]
+    if args.paddings is None:
+        args.paddings = ["right"] if args.padded else ["none"]
+    elif args.padded:
+        p.error("--padded is --paddings right: give one of them")
     return args
 
 
@@ -332,20 +359,25 @@ def main(argv=None):
         raise SystemExit("--device cuda but CUDA is not available; pass --device cpu")
     os.makedirs(args.out_dir, exist_ok=True)
     env = environment(module_command(__spec__.name, argv), device, in_child=False)
+    import linformer_plugin
+
+    env["linformer_plugin"] = os.path.dirname(os.path.abspath(linformer_plugin.__file__))  # which copy ran
     atomic_write_text(os.path.join(args.out_dir, "env.json"), json.dumps(env, indent=2) + "\n")
 
-    cases = expected_cases(args.impls, args.lengths, args.ks, args.dtypes)
-    skipped = [(n, k) for n in args.lengths for k in args.ks if k > n]
+    cases = expected_cases(args.impls, args.lengths, args.ks, args.dtypes, args.paddings, args.max_positions)
+    skipped = [(n, k) for n in args.lengths for k in args.ks if k > max(n, args.max_positions or n)]
     if skipped:
-        print(f"skipping linformer cases with k > n: {skipped}", flush=True)
+        print(f"skipping linformer cases with k > n (give --max-positions for short inputs): {skipped}", flush=True)
     records = []
     results_path = os.path.join(args.out_dir, "results.jsonl")
-    for i, (impl, n, k, dtype) in enumerate(cases, 1):
+    for i, (impl, n, k, dtype, padding) in enumerate(cases, 1):
         record = time_case(impl, n, k if k is not None else args.ks[0], dtype, args.tokens, args.embed_dim,
-                           args.heads, device, args.warmup, args.repeat, args.compile_mode, padded=args.padded)
+                           args.heads, device, args.warmup, args.repeat, args.compile_mode, padding=padding,
+                           max_positions=args.max_positions)
         records.append(record)
         write_jsonl(results_path, records)  # rewritten after every case: a crash keeps what was measured
-        print(f"[{i}/{len(cases)}] {impl:14s} n={n:6d} B={record['B']:4d} k={str(record['k']):4s} {dtype}: "
+        print(f"[{i}/{len(cases)}] {impl:14s} n={n:6d} B={record['B']:4d} k={str(record['k']):4s} {dtype} "
+              f"{padding:5s}: "
               f"fwd {fmt(record['fwd_ms'], 3)} ms {fmt(record['fwd_mem_mb'], 1)} MiB, "
               f"train {fmt(record['train_ms'], 3)} ms {fmt(record['train_mem_mb'], 1)} MiB"
               + (f"  [{record['error']}]" if record.get("error") else ""), flush=True)

@@ -18,7 +18,7 @@ def _table(records, metric, ks, unit):
             columns.append(label)
     ratio_columns = []
     for k in ks:
-        for base in ("fq_linf", "fq_mha", *VARIANT_IMPLS):
+        for base in ("fq_linf", "fq_mha", "sdpa_full", *VARIANT_IMPLS):
             base_label = column_label(base, k)
             if base_label in columns and column_label("ours", k) in columns:
                 ratio_columns.append((f"{base_label.split()[0]}/ours k={k}", base_label, column_label("ours", k)))
@@ -44,6 +44,29 @@ def _table(records, metric, ks, unit):
     return "\n".join(lines)
 
 
+def _padding(record):
+    return record.get("padding", "right" if record.get("padded") else "none")
+
+
+def _padding_table(records):
+    """Each padded case against the same impl unpadded: time ratios and the change of peak memory."""
+    unpadded = {(r["impl"], r["k"], r["n"]): r for r in records if _padding(r) == "none"}
+    lines = ["| impl | n | padding | fwd ms unpadded / padded | train ms unpadded / padded | train peak MiB change |",
+             "|---|---|---|---|---|---|"]
+    for r in records:
+        base = unpadded.get((r["impl"], r["k"], r["n"]))
+        if _padding(r) == "none" or base is None:
+            continue
+        cells = []
+        for metric in ("fwd_ms", "train_ms"):
+            a, b = base.get(metric), r.get(metric)
+            cells.append(f"{fmt(a, 3)} / {fmt(b, 3)}" + (f" ({b / a:.2f}x)" if a and b else ""))
+        a, b = base.get("train_mem_mb"), r.get("train_mem_mb")
+        cells.append(f"{b - a:+.0f}" if a is not None and b is not None else "")
+        lines.append(f"| {column_label(r['impl'], r['k'])} | {r['n']} | {_padding(r)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown_report(records, ks):
     sections = ["# Attention module benchmark", "",
                 "Ratios are baseline / ours: above 1x, ours is faster (time) or smaller (memory). "
@@ -51,9 +74,14 @@ def markdown_report(records, ks):
     metrics = (("fwd_ms", "inference forward", "ms"), ("train_ms", "forward + backward", "ms"),
                ("fwd_mem_mb", "inference forward peak memory", "MiB"),
                ("train_mem_mb", "forward + backward peak memory", "MiB"))
+    paddings = list(dict.fromkeys(_padding(r) for r in records))
     if any(r.get("padded") for r in records):
-        sections += ["", "Padded batches: sentence b of B has n - b n / (2B) tokens (right padding), with a "
-                     "key_padding_mask."]
+        sections += ["", "Padded batches: sentence b of B has n - b n / (2B) tokens (lengths spread over (n/2, n]), "
+                     f"padded on the {' or '.join(p for p in paddings if p != 'none')}, with a key_padding_mask."]
+    if any(r.get("max_positions") for r in records):
+        sections += ["", "The Linformers are built for inputs of up to "
+                     f"{max(r.get('max_positions') or 0 for r in records)} tokens and fed n (short inputs: k may "
+                     "exceed n)."]
     if any(r["impl"] in VARIANT_IMPLS for r in records):
         sections += ["", "Projection variants (ours_*/ours: above 1x the variant is slower or larger than the "
                      "default linear projection): "
@@ -61,10 +89,15 @@ def markdown_report(records, ks):
                                  for impl, (p, s) in VARIANT_IMPLS.items())
                      + "."]
     for dtype in dict.fromkeys(r["dtype"] for r in records):
-        subset = [r for r in records if r["dtype"] == dtype]
-        for metric, title, unit in metrics:
-            heading = f"## {dtype}: {title} ({unit}, median)" if unit == "ms" else f"## {dtype}: {title} ({unit})"
-            sections += ["", heading, "", _table(subset, metric, ks, unit)]
+        if "none" in paddings and len(paddings) > 1:
+            sections += ["", f"## {dtype}: padded / unpadded", "", _padding_table([r for r in records
+                                                                                  if r["dtype"] == dtype])]
+        for padding in paddings:
+            subset = [r for r in records if r["dtype"] == dtype and _padding(r) == padding]
+            name = dtype if padding == "none" and len(paddings) == 1 else f"{dtype}, padding {padding}"
+            for metric, title, unit in metrics:
+                heading = f"## {name}: {title} ({unit}, median)" if unit == "ms" else f"## {name}: {title} ({unit})"
+                sections += ["", heading, "", _table(subset, metric, ks, unit)]
     errors = [r for r in records if r.get("error")]
     if errors:
         sections += ["", "## Errors", ""]

@@ -12,18 +12,14 @@ tokens of that sentence (windowed projections of padded input). For E = F, keys 
 * ``SequenceProjection`` (linear): learned k x n matrices, all maps in one GEMM;
 * ``WindowProjection`` (conv, mean, max pooling): kernel = stride = n / k (section 4 of the paper).
 
-Padding is handled in one place, ``compact_tokens``: each sentence's real tokens move to its
-start (token t goes to its position among its sentence's real tokens, as fairseq's positional
-embeddings count), so every projection runs its unpadded code on the result, and right, left and
-interior padding give what the sentence alone gives. Right padding (fairseq's, the hub's) needs
-no move: its pads are zeroed in one pass. The plan is built once per padding mask, not per layer.
-The compacted copy is not kept for the backward (``_gathered_again``): the backward makes it again
-from x, which q_proj keeps anyway.
+Padding is handled in ``padding``: real token number p of a sentence meets column p (window
+p // s) wherever the padding put it, so right, left and interior padding give what the sentence alone
+gives. The linear projection over all channels (the default) runs one batched GEMM with per-sentence
+columns of E; the others run their unpadded code on each sentence's tokens moved to its start.
 """
 
 import math
-from contextlib import contextmanager
-from typing import NamedTuple, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +27,7 @@ from torch import Tensor, nn
 
 from ..checkpoint import WINDOW_METHOD_CODES
 from ..options import DEFAULT_INIT
+from .padding import _Compact, _gathered_again, compaction, project_per_sentence
 
 
 def check_sequence_length(seq_len: int, max_positions: int):
@@ -42,165 +39,6 @@ def check_sequence_length(seq_len: int, max_positions: int):
             "larger --max-positions/--tokens-per-sample, extend the checkpoint, or pass "
             "shorter inputs (e.g. --truncate-sequence)."
         )
-
-
-# ----------------------------------------------------------------------------- padding, in one place
-
-
-class Compaction(NamedTuple):
-    """Where each token of a padded batch goes (index work done once per padding mask).
-
-    Rows are x's (S x B) positions in x's memory order: B-major when x is a transpose of a B x S x C
-    tensor (fairseq's encoder input), else S-major; compacted rows are always S-major. ``in_place``:
-    every sentence's tokens already come first (right padding, what fairseq and the hub produce), so
-    compacting is zeroing the pads, with no gather.
-    """
-
-    gather: Optional[Tensor]  # compacted row i (of the first S x B) is x's row gather[i] (None: in place)
-    inverse: Optional[Tensor]  # x's row r goes to compacted row inverse[r] (None: in place)
-    pads: Tensor  # x's rows that are pads
-    beyond: Tensor  # rows x B: compacted positions past the sentence's tokens (filled)
-    lengths: Tensor  # B: real tokens per sentence
-    b_major: bool
-    in_place: bool
-
-
-def compaction(x: Tensor, padding_mask: Tensor, rows: Optional[int] = None) -> Compaction:
-    """The compaction of x (S x B x C) under padding_mask (B x S), into ``rows`` >= S rows.
-
-    Every layer of an encoder gets the same mask, so the plan is kept on the mask tensor and built
-    once per forward (with one host sync, to know whether the batch is right-padded)."""
-    b_major = not x.is_contiguous() and x.transpose(0, 1).is_contiguous()
-    compiling = getattr(torch.compiler, "is_compiling", lambda: False)()  # (torch < 2.3 has none)
-    try:
-        key = (b_major, rows or x.size(0), padding_mask._version)
-    except RuntimeError:  # an inference-mode tensor has no version counter: not cached
-        key = None
-    cached = getattr(padding_mask, "_linformer_compaction", None)
-    if cached is not None and key is not None and cached[0] == key and not compiling:
-        return cached[1]
-    # the host sync that finds right padding would break a compiled graph: the general plan there
-    plan = _build_compaction(x, padding_mask, rows, b_major, find_right_padding=not compiling)
-    if key is not None and not compiling:
-        padding_mask._linformer_compaction = (key, plan)
-    return plan
-
-
-def _build_compaction(x: Tensor, padding_mask: Tensor, rows: Optional[int], b_major: bool,
-                      find_right_padding: bool = True) -> Compaction:
-    seq_len, bsz, _ = x.shape
-    keep = ~padding_mask
-    lengths = keep.sum(dim=1)
-    beyond = torch.arange(rows or seq_len, device=x.device)[:, None] >= lengths[None, :]
-    pads = (padding_mask if b_major else padding_mask.T).flatten()
-    # right padding: no pad before a real token in any sentence
-    if find_right_padding and not bool((padding_mask[:, :-1] & keep[:, 1:]).any()):
-        return Compaction(None, None, pads, beyond, lengths, b_major, True)
-    # real token number p (fairseq's count) goes to position p; the pads follow, in order
-    position = torch.where(keep, keep.cumsum(dim=1) - 1, lengths[:, None] + padding_mask.cumsum(dim=1) - 1)
-    to_row = position * bsz + torch.arange(bsz, device=x.device)[:, None]  # B x S, S-major rows
-    inverse = (to_row if b_major else to_row.T).flatten()
-    gather = torch.empty_like(inverse)
-    gather[inverse] = torch.arange(inverse.numel(), device=x.device)
-    return Compaction(gather, inverse, pads, beyond, lengths, b_major, False)
-
-
-def _x_rows(x: Tensor, b_major: bool) -> Tensor:
-    return (x.transpose(0, 1) if b_major else x).reshape(-1, x.size(-1))  # a view, except for odd strides
-
-
-def _fill(src: Tensor, where: Tensor, fill: float, out: Optional[Tensor]) -> Tensor:
-    """out = src with ``fill`` where ``where`` (S x B) is True, in one pass (out may be src).
-
-    A broadcast mul or add (masked_fill_ with a broadcast mask is several times slower on CPU);
-    x's pads are finite (fairseq's are), so they become exactly 0 or -inf here."""
-    if fill == 0:
-        return torch.mul(src, (~where)[..., None].to(src.dtype), out=out)
-    return torch.add(src, torch.where(where, fill, 0.0)[..., None].to(src.dtype), out=out)  # fill = -inf
-
-
-def _compact(x: Tensor, plan: Compaction, fill: float) -> Tensor:
-    seq_len, bsz, channels = x.shape
-    rows = plan.beyond.size(0)
-    out = x.new_empty(rows, bsz, channels)
-    body = out[:seq_len]
-    if plan.in_place:  # x's rows stay where they are: the pads are filled on the way
-        src = x
-    else:
-        torch.index_select(_x_rows(x, plan.b_major), 0, plan.gather, out=body.view(-1, channels))
-        src = body
-    _fill(src, plan.beyond[:seq_len], fill, out=body)
-    if rows > seq_len:  # rows past x's (whole windows): set, never multiplied (empty memory may hold NaN)
-        out[seq_len:] = fill
-    return out
-
-
-class _Compact(torch.autograd.Function):
-    """``_compact`` with the inverse gather as its backward."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, plan: Compaction, fill: float) -> Tensor:
-        ctx.plan, ctx.shape = plan, x.shape
-        return _compact(x, plan, fill)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        plan, (seq_len, bsz, channels) = ctx.plan, ctx.shape
-        if plan.in_place:  # pads get no gradient
-            return _fill(grad[:seq_len], plan.beyond[:seq_len], 0.0, out=None), None, None
-        grad = grad[:seq_len].reshape(-1, channels).index_select(0, plan.inverse)
-        grad.mul_((~plan.pads)[:, None].to(grad.dtype))  # pads get no gradient
-        grad = grad.view(bsz, seq_len, channels).transpose(0, 1) if plan.b_major else grad.view(seq_len, bsz, channels)
-        return grad, None, None
-
-
-def compact_tokens(x: Tensor, padding_mask: Tensor, fill: float = 0.0,
-                   rows: Optional[int] = None) -> Tuple[Tensor, Tensor]:
-    """Each sentence's real tokens moved to its start in their order, ``fill`` after them.
-
-    x: S x B x C, padding_mask: B x S (True at pads). Returns (rows x B x C, lengths B), rows = S
-    unless given (more rows: whole windows without another copy).
-    """
-    plan = compaction(x, padding_mask, rows)
-    return _Compact.apply(x, plan, fill), plan.lengths
-
-
-class _GatheredAgain:
-    """What an op keeps instead of (a view of) the compacted input: x and the plan to gather it again."""
-
-    def __init__(self, x: Tensor, plan: Compaction, fill: float, view: Tensor):
-        self.x, self.version, self.plan, self.fill = x, x._version, plan, fill
-        self.view = (view.size(), view.stride(), view.storage_offset())
-
-    def tensor(self) -> Tensor:
-        if self.x._version != self.version:
-            raise RuntimeError("the input of a Linformer projection was modified in place after the forward; "
-                               "its backward needs the original values (clone it before changing it)")
-        with torch.no_grad():
-            return _compact(self.x, self.plan, self.fill).as_strided(*self.view)
-
-
-def _unpack(saved):
-    return saved.tensor() if isinstance(saved, _GatheredAgain) else saved
-
-
-@contextmanager
-def _gathered_again(compacted: Tensor, x: Tensor, plan: Compaction, fill: float):
-    """Ops in this block that save the compacted input for the backward keep a ``_GatheredAgain``
-    instead: the backward gathers it again from x (a cheap index_select) rather than the forward
-    holding one more S x B x C activation per layer. Under torch.compile the compiler decides."""
-    if getattr(torch.compiler, "is_compiling", lambda: False)():  # (torch < 2.3 has no is_compiling)
-        yield
-        return
-    storage = compacted.untyped_storage().data_ptr()
-
-    def pack(t: Tensor):
-        if t.device == compacted.device and t.untyped_storage().data_ptr() == storage:
-            return _GatheredAgain(x, plan, fill, t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, _unpack):
-        yield
 
 
 # ----------------------------------------------------------------------------- the projections
@@ -261,14 +99,18 @@ class _Projection(nn.Module):
         if padding_mask is None:
             rows, key_mask = self._project(x, None, grouped)
         else:
-            plan = compaction(x, padding_mask, self._compacted_rows(x.size(0)))
-            compacted = _Compact.apply(x, plan, self.fill)
-            with _gathered_again(compacted, x, plan, self.fill):
-                rows, key_mask = self._project(compacted, plan.lengths, grouped)
+            rows, key_mask = self._project_padded(x, padding_mask, grouped)
         if rows.size(0) == 1:  # E = F
             return rows, rows, key_mask
         keys, values = rows.view(2, -1, *rows.shape[1:]).unbind(0)  # backward: one stack, not two slices
         return keys, values, key_mask
+
+    def _project_padded(self, x: Tensor, padding_mask: Tensor, grouped: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        """``_project`` on each sentence's real tokens, moved to its start."""
+        plan = compaction(x, padding_mask, self._compacted_rows(x.size(0)))
+        compacted = _Compact.apply(x, plan, self.fill)
+        with _gathered_again(compacted, x, plan, self.fill):
+            return self._project(compacted, plan.lengths, grouped)
 
     def _compacted_rows(self, seq_len: int) -> int:
         return seq_len
@@ -311,6 +153,13 @@ class SequenceProjection(_Projection):
         # one GEMM over all maps and sentences: (rows x S) @ (S x B*C), no transposes
         rows = weight @ x.reshape(seq_len, -1)
         return rows.view(self.num_maps, self.compressed_dim, bsz, -1), None
+
+    def _project_padded(self, x, padding_mask, grouped):
+        # per-sentence columns (B x S x rows) against a compacted copy of x (S x B x C): the smaller
+        if grouped or self.weight.size(0) > x.size(-1):  # (many per-head maps, k > C / 2)
+            return super()._project_padded(x, padding_mask, grouped)
+        rows = project_per_sentence(x, self.weight, padding_mask)
+        return rows.view(self.num_maps, self.compressed_dim, *rows.shape[1:]), None
 
     def extra_repr(self) -> str:
         return (
