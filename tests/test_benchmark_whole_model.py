@@ -1,0 +1,67 @@
+"""The whole-model harness (examples.benchmarks.whole_model) at tiny scale on the CPU: every job runs
+for ours and RoBERTa and gives a positive speed, on data it prepares from raw text."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO as _REPO
+from examples.benchmarks import whole_model
+
+REPO = Path(_REPO)
+
+
+def _two_collection_corpus(root):
+    """The quickstart's Python-docs text dealt into two collections, in the docs-corpus layout."""
+    for split in ("train", "valid"):
+        docs = [d for d in (REPO / "examples" / "quickstart" / "data" / f"{split}.txt").read_text().split("\n\n")
+                if d.strip()]
+        for i, name in enumerate(("a", "b")):
+            (root / name).mkdir(parents=True, exist_ok=True)
+            (root / name / f"{split}.txt").write_text("\n\n".join(docs[i::2]) + "\n")
+    return root
+
+
+@pytest.mark.slow
+def test_whole_model_cpu_smoke(tmp_path):
+    corpus = _two_collection_corpus(tmp_path / "corpus")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "examples.benchmarks.whole_model", "--cpu", "--tiny", "--corpus", str(corpus),
+           "--collections", "a", "b", "--sst2", str(REPO / "examples" / "quickstart" / "classification"),
+           "--hub-batch-sizes", "2", "--pretrain-lengths", "64", "--pretrain-modes", "complete_doc",
+           "--work-dir", str(tmp_path / "work"), "--out-dir", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    jobs = [(r["part"], r["job"], r["model"]) for r in records]
+    expected = [(part, job, model) for part, job in [
+        ("finetune", "sst2 n=64 b=8"), ("finetune", "long n=128 b=4"),
+        ("inference", "validate sst2 b=8"), ("inference", "validate long cut to 64 b=8"),
+        ("inference", "hub full n=64 b=2"), ("inference", "hub mixed n=64 b=2"),
+        ("pretrain", "masked_lm complete_doc n=64")] for model in ("ours_k16", "roberta")]
+    assert sorted(jobs) == sorted(expected)
+    for r in records:
+        assert r["error"] is None, r
+        assert r["wps"] > 0 and r["sentences_per_s"] > 0, r
+    table = (out / "table.md").read_text()
+    for part in ("finetune", "inference", "pretrain"):
+        assert f"## {part}" in table
+    assert "words/s ours_k16/roberta" in table
+    assert json.loads((out / "env.json").read_text())["device"] == "cpu"
+
+
+def test_whole_model_report_and_tiny_defaults():
+    records = [
+        {"part": "finetune", "job": "sst2", "model": "ours_k128", "wps": 300.0, "sentences_per_s": 10.0},
+        {"part": "finetune", "job": "sst2", "model": "roberta", "wps": 200.0, "sentences_per_s": 8.0},
+        {"part": "pretrain", "job": "mlm", "model": "ours_k128", "wps": None, "error": "OOM", "log": "x.log"},
+    ]
+    table = whole_model.markdown_report(records)
+    assert "| sst2 | 300 | 200 | 10.0 | 8.0 | 1.50x | 1.25x |" in table
+    assert "| mlm | error |" in table and "- pretrain mlm ours_k128: OOM (x.log)" in table
+    args = whole_model.parse_args(["--cpu", "--tiny", "--length", "32"])
+    assert args.length == 32 and args.k == 16 and args.pretrain_lengths == [64, 128]  # given flags win
