@@ -247,6 +247,25 @@ def test_compiled_form_of_the_padded_projection_is_the_same(monkeypatch):
         torch.testing.assert_close(custom, composite, rtol=0, atol=1e-12)
 
 
+def test_padded_attention_compiles_into_one_graph():
+    """torch.compile traces the padded path (plan included) without a graph break, and the compiled
+    module gives the eager one's outputs and gradients, for right, left and interior padding."""
+    attn = make_attention()
+    x = torch.randn(N, 3, C, dtype=torch.double, requires_grad=True)
+    mask = torch.zeros(3, N, dtype=torch.bool)
+    mask[0, 17:], mask[1, :5], mask[2, 9] = True, True, True
+    explained = torch._dynamo.explain(attn)(x, x, x, key_padding_mask=mask, need_weights=False)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
+    compiled = torch.compile(attn, backend="aot_eager")  # the graph as inductor gets it, without a C++ build
+    for module_ in (attn, compiled):
+        out, _ = module_(x, x, x, key_padding_mask=mask, need_weights=False)
+        grad = torch.autograd.grad(out.pow(2).sum(), x)[0]
+        if module_ is attn:
+            expected = out, grad
+    torch.testing.assert_close(out, expected[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad, expected[1], rtol=0, atol=1e-12)
+
+
 def test_sentence_columns_are_built_once_per_mask():
     from linformer_plugin.modules.padding import sentence_columns
 
