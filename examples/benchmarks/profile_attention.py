@@ -1,20 +1,22 @@
 """torch.profiler summary of one attention implementation: where the forward and the training
 step spend their GPU time (kernels, sorted by CUDA time).
 
-    python -m examples.benchmarks.profile_attention --impl ours --n 512 --k 128 --dtype fp16
+    python -m examples.benchmarks.profile_attention --impl ours --n 512 --k 128 --dtype fp16 [--padding right]
 """
 
 import argparse
 
 import torch
 
-from examples.benchmarks.attention import DTYPES, build_impl
+from examples.benchmarks.attention import DTYPES, PADDINGS, build_impl, padding_mask
 
 
-def profile(impl, n, k, dtype, tokens=65536, embed_dim=768, heads=12, steps=5, row_limit=18):
+def profile(impl, n, k, dtype, tokens=65536, embed_dim=768, heads=12, steps=5, row_limit=18, padding="none"):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module = build_impl(impl, n, k, embed_dim, heads, device, DTYPES[dtype])
-    x = torch.randn(n, max(1, tokens // n), embed_dim, device=device, dtype=DTYPES[dtype], requires_grad=True)
+    bsz = max(1, tokens // n)
+    x = torch.randn(n, bsz, embed_dim, device=device, dtype=DTYPES[dtype], requires_grad=True)
+    mask = None if padding == "none" else padding_mask(n, bsz, device, padding)  # as the attention benchmark's
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -24,7 +26,7 @@ def profile(impl, n, k, dtype, tokens=65536, embed_dim=768, heads=12, steps=5, r
 
         def step():
             with torch.set_grad_enabled(phase == "train"):
-                out, _ = module(x, x, x, need_weights=False)
+                out, _ = module(x, x, x, key_padding_mask=mask, need_weights=False)
                 if phase == "train":
                     out.backward(torch.ones_like(out))
 
@@ -35,7 +37,7 @@ def profile(impl, n, k, dtype, tokens=65536, embed_dim=768, heads=12, steps=5, r
                 step()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-        print(f"\n=== {impl} n={n} k={k} {dtype} {phase} ({steps} steps) ===")
+        print(f"\n=== {impl} n={n} k={k} {dtype} padding {padding} {phase} ({steps} steps) ===")
         print(prof.key_averages().table(sort_by=sort, row_limit=row_limit, max_name_column_width=60))
 
 
@@ -46,10 +48,11 @@ def main():
     parser.add_argument("--k", type=int, default=128)
     parser.add_argument("--dtype", default="fp16", choices=list(DTYPES))
     parser.add_argument("--tokens", type=int, default=65536)
+    parser.add_argument("--padding", choices=PADDINGS, default="none")
     args = parser.parse_args()
     for impl in args.impl:
         for n in args.n:
-            profile(impl, n, args.k, args.dtype, tokens=args.tokens)
+            profile(impl, n, args.k, args.dtype, tokens=args.tokens, padding=args.padding)
 
 
 if __name__ == "__main__":
