@@ -143,15 +143,16 @@ def read_documents(path: str) -> Iterator[Tuple[List[str], int]]:
 
 
 def encode_documents(processor, path: str, progress_label: str,
-                     progress_min_bytes: Optional[int] = PROGRESS_MIN_BYTES) -> Iterator[List[str]]:
-    """The pieces of each document of ``path``, its paragraphs concatenated (each begins with ▁)."""
+                     progress_min_bytes: Optional[int] = PROGRESS_MIN_BYTES, out_type=str) -> Iterator[list]:
+    """The pieces of each document of ``path``, its paragraphs concatenated (each begins with ▁);
+    ``out_type=int``: their sentencepiece ids (far less memory for a whole corpus)."""
     size = os.path.getsize(path)
     progress = Progress(progress_label, size, progress_min_bytes is not None and size >= progress_min_bytes)
     pending, pending_lines, lines = [], 0, 0
 
     def flush():
         flat = [paragraph for document in pending for paragraph in document]
-        encoded = iter(processor.encode(flat, out_type=str))
+        encoded = iter(processor.encode(flat, out_type=out_type))
         for document in pending:
             pieces = []
             for _ in document:
