@@ -17,17 +17,22 @@
   not affected. When torch_xla is not installed a TPU run cannot be what the user meant: the
   run's config gets ``tpu=False`` back before ``distributed_utils.call_main`` starts it, and it
   trains in bfloat16 on its own device.
-- ``explain_fp16_without_cuda``: ``fairseq-train --fp16`` (and ``fairseq-hydra-train
-  common.fp16=true``, as in the repo's base.yaml and sst_2.yaml) on a machine where torch has no
-  CUDA, with or without ``--cpu``, stopped inside fairseq's FP16Optimizer with torch's
-  "AssertionError: Torch not compiled with CUDA enabled" (its flat fp32 master copy asks for
-  ``torch.cuda.current_device()``). The run is refused first with one message that names the way
-  out (drop --fp16 and pass --cpu, or use a GPU machine): for fairseq-train in ``call_main``,
-  before fairseq creates the save dir; for fairseq-hydra-train, which imports the plugin only
-  once the run has started, in ``checkpoint_utils.load_checkpoint``, where fairseq first builds
-  the optimizer (hydra has written its .hydra/ files by then; no checkpoint is written).
-  ``--bf16``, ``--memory-efficient-fp16``, ``--amp``, ``--fp16-no-flatten-grads`` and
-  ``fairseq-validate --fp16`` do run on a CPU (slowly) and are left alone.
+- ``explain_training_refusals``: two ways a training run stopped on fairseq's words, not ours.
+  (1) ``fairseq-train --fp16`` (and ``fairseq-hydra-train common.fp16=true``, as in the repo's
+  base.yaml and sst_2.yaml) on a machine where torch has no CUDA, with or without ``--cpu``,
+  stopped inside fairseq's FP16Optimizer with torch's "AssertionError: Torch not compiled with
+  CUDA enabled" (its flat fp32 master copy asks for ``torch.cuda.current_device()``). The run is
+  refused first with one message that names the way out (drop --fp16 and pass --cpu, or use a GPU
+  machine): for fairseq-train in ``call_main``, before fairseq creates the save dir; for
+  fairseq-hydra-train, which imports the plugin only once the run has started, in
+  ``checkpoint_utils.load_checkpoint``, where fairseq first builds the optimizer (hydra has written
+  its .hydra/ files by then; no checkpoint is written). ``--bf16``, ``--memory-efficient-fp16``,
+  ``--amp``, ``--fp16-no-flatten-grads`` and ``fairseq-validate --fp16`` do run on a CPU (slowly)
+  and are left alone. (2) ``--restore-file`` with a checkpoint that does not fit the command (k,
+  size, dictionary): the plugin's message says both sides and the flags, but fairseq's
+  ``Trainer.load_checkpoint`` raises "Cannot load model parameters from checkpoint ...; please
+  ensure that the architectures match." over it, so that was the last line; ``load_checkpoint``
+  re-raises the plugin's ``LinformerConfigError`` alone instead.
 
 Each fix wraps the fairseq function (never copies it), checks first that the function is there
 with the signature it expects, and otherwise is skipped with one ``FairseqFixSkipped`` warning: the
@@ -241,20 +246,36 @@ def _is_training(main):
     return getattr(main, "__name__", None) == "main" and filename.replace(os.sep, "/").endswith("fairseq_cli/train.py")
 
 
-def explain_fp16_without_cuda():
+def _plugin_refusal(exc):
+    """The plugin's own message under fairseq's "Cannot load model parameters" exception, if that is what it is."""
+    from .options import LinformerConfigError
+
+    cause = exc.__cause__ or exc.__context__
+    if type(exc) is Exception and "Cannot load model parameters" in str(exc) and isinstance(cause, LinformerConfigError):
+        return cause
+    return None
+
+
+def explain_training_refusals():
     """Wrap ``fairseq.checkpoint_utils.load_checkpoint`` (every training run) and, where it fits,
     ``fairseq.distributed.utils.call_main`` (fairseq-train, before anything is written)."""
     module, load_checkpoint = _target("fairseq.checkpoint_utils", "load_checkpoint", ["cfg", "trainer"])
-    if not getattr(load_checkpoint, "refuses_fp16_without_cuda", False):
+    if not getattr(load_checkpoint, "explains_training_refusals", False):
         @functools.wraps(load_checkpoint)
-        def load_checkpoint_refusing_fp16_without_cuda(cfg, trainer, **kwargs):
+        def load_checkpoint_explaining_refusals(cfg, trainer, **kwargs):
             _refuse_fp16_without_cuda(getattr(trainer, "cfg", None))
-            return load_checkpoint(cfg, trainer, **kwargs)
+            try:
+                return load_checkpoint(cfg, trainer, **kwargs)
+            except Exception as exc:
+                refusal = _plugin_refusal(exc)
+                if refusal is None:
+                    raise
+            raise refusal from None  # alone: fairseq's own exception over it says less
 
-        load_checkpoint_refusing_fp16_without_cuda.refuses_fp16_without_cuda = True
-        module.load_checkpoint = load_checkpoint_refusing_fp16_without_cuda
+        load_checkpoint_explaining_refusals.explains_training_refusals = True
+        module.load_checkpoint = load_checkpoint_explaining_refusals
 
-    # The early check is an extra: without it the refusal above still comes, after the save dir is made.
+    # The early fp16 check is an extra: without it the refusal above still comes, after the save dir is made.
     try:
         utils, call_main = _target("fairseq.distributed.utils", "call_main", ["cfg", "main"])
     except _Unfit:
@@ -285,9 +306,11 @@ FIXES = {
     "keep_bf16_off_tpu": (keep_bf16_off_tpu, "fairseq.distributed.utils.call_main",
                           "fairseq-train --bf16 asks for a TPU and stops without torch_xla (fairseq #4696); "
                           "train in bfloat16 with fairseq-hydra-train common.bf16=true instead"),
-    "explain_fp16_without_cuda": (explain_fp16_without_cuda, "fairseq.checkpoint_utils.load_checkpoint",
+    "explain_training_refusals": (explain_training_refusals, "fairseq.checkpoint_utils.load_checkpoint",
                                   "--fp16 training where torch has no CUDA stops with torch's 'AssertionError: "
-                                  "Torch not compiled with CUDA enabled'; on a CPU train with --cpu, not --fp16"),
+                                  "Torch not compiled with CUDA enabled' (on a CPU train with --cpu, not --fp16), and "
+                                  "a checkpoint that does not fit ends in fairseq's 'please ensure that the "
+                                  "architectures match' (the plugin's message is in the traceback above it)"),
 }
 
 

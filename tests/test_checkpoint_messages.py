@@ -49,3 +49,23 @@ def test_another_dictionary_names_both_sizes_and_the_way_out():
             f"has {len(dictionary)} (its dict.txt)") in message, message
     assert "from_pretrained's data_name_or_path" in message, message
     assert "linformer-prepare-classification-data --pretraining-data" in message, message
+
+
+@pytest.mark.slow
+def test_fairseq_train_restoring_another_k_ends_on_the_plugins_message(trained_mlm, data_bin, tmp_path):
+    """fairseq's Trainer raises "please ensure that the architectures match" over the plugin's message;
+    fairseq_fixes.explain_training_refusals puts the plugin's back as the only one."""
+    import subprocess
+
+    from conftest import mlm_train_command
+
+    save_dir, _ = trained_mlm  # k = 16
+    command = [arg if arg != "16" else "8" for arg in mlm_train_command(data_bin, tmp_path / "ckpt", 1)]
+    command += ["--restore-file", str(save_dir / "checkpoint_last.pt"), "--reset-optimizer"]
+    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.returncode != 0
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("linformer_plugin.options.LinformerConfigError: the checkpoint does not fit the model: "
+                           "the checkpoint has 2 layers of width 64, n = 64, k = 16;"), proc.stdout[-3000:]
+    assert "pass --compressed-dim 16." in last, last
+    assert "please ensure that the architectures match" not in proc.stdout, proc.stdout[-3000:]

@@ -30,7 +30,7 @@ TARGETS = {
     "explain_unreadable_checkpoints": (checkpoint_utils, "load_checkpoint_to_cpu", "explains_unreadable"),
     "trust_checkpoints_broadcast_by_rank0": (distributed_utils, "_broadcast_object_slow", "trusts_rank0"),
     "keep_bf16_off_tpu": (distributed_utils, "call_main", "keeps_bf16_off_tpu"),
-    "explain_fp16_without_cuda": (checkpoint_utils, "load_checkpoint", "refuses_fp16_without_cuda"),  # tests/test_fp16_without_cuda.py
+    "explain_training_refusals": (checkpoint_utils, "load_checkpoint", "explains_training_refusals"),  # tests/test_fp16_without_cuda.py
 }
 
 

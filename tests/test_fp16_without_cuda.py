@@ -1,7 +1,7 @@
 """--fp16 training where torch has no CUDA: one message with the way out, before anything is written.
 
 fairseq 0.12 stops inside FP16Optimizer with torch's "AssertionError: Torch not compiled with CUDA
-enabled" (fairseq_fixes.explain_fp16_without_cuda says why); the fix refuses the run first. The
+enabled" (fairseq_fixes.explain_training_refusals says why); the fix refuses the run first. The
 fairseq-level behaviour these tests need (no CUDA) is what CI has; with a GPU the end-to-end tests
 are skipped and the unit tests pretend there is none.
 """
@@ -58,7 +58,7 @@ def test_fp16_with_cuda_or_fp32_is_left_alone(monkeypatch):
 
 
 def test_both_checks_are_in_place():
-    assert getattr(checkpoint_utils.load_checkpoint, "refuses_fp16_without_cuda", False)
+    assert getattr(checkpoint_utils.load_checkpoint, "explains_training_refusals", False)
     assert getattr(distributed_utils.call_main, "refuses_fp16_without_cuda", False)
     assert getattr(distributed_utils.call_main, "keeps_bf16_off_tpu", False)  # the bf16 fix still inside
 

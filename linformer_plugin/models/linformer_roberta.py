@@ -17,7 +17,7 @@ from fairseq.utils import safe_hasattr
 
 from ..checkpoint import CHECKPOINT_VERSION, check_projection_layout, upgrade_reference_state_dict
 from ..modules.linformer_encoder import LinformerTransformerEncoder
-from ..options import LinformerOptions, add_linformer_args, set_linformer_defaults
+from ..options import LinformerConfigError, LinformerOptions, add_linformer_args, set_linformer_defaults
 
 
 @register_model("linformer_roberta")
@@ -93,7 +93,7 @@ class LinformerEncoder(RobertaEncoder):
         prefix = name + "." if name != "" else ""
         embed_key = f"{prefix}sentence_encoder.embed_tokens.weight"
         if embed_key in state_dict and state_dict[embed_key].size(0) != len(self.dictionary):
-            raise ValueError(
+            raise LinformerConfigError(
                 f"the checkpoint's vocabulary has {state_dict[embed_key].size(0)} entries but the data's "
                 f"dictionary has {len(self.dictionary)} (its dict.txt): the data was binarized with another "
                 "dictionary than the checkpoint was trained with. Give the data directory the checkpoint was "
