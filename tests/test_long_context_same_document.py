@@ -13,9 +13,9 @@ import pytest
 
 from conftest import QUICKSTART_DATA, REPO, run
 from examples.common.fairseq_commands import FAIRSEQ_TRAIN, PLUGIN_DIR, size_flags, tiny_size
-from examples.studies.long_context.long_documents import OTHER, SAME, encode_documents, load_manifest
-from examples.studies.long_context.same_document import (LABELS, corpus_collections, other_partners, pair_spans,
-                                                         prepare_same_document, read_pairs)
+from examples.studies.long_context.long_documents import encode_documents, load_manifest
+from examples.studies.long_context.same_document import (FIRST, LABELS, SECOND, corpus_collections, other_partners,
+                                                         pair_spans, prepare_same_document, read_pairs)
 from examples.studies.long_context.same_document_report import bootstrap_interval, cluster_draws, summarize
 from examples.studies.long_context.same_document_study import Scheduler, run_record
 from linformer_plugin.data.common import DataPrepError
@@ -59,20 +59,20 @@ def task(corpus, data_bin, tmp_path_factory):
 
 def test_pairs_are_cut_at_word_starts_with_the_gap_between():
     starts = np.array([i % 3 != 2 for i in range(100)])  # every third piece continues a word
-    spans = pair_spans(starts, half=10, gap=5, stride=7)
+    spans = pair_spans(starts, part=10, gap=5, stride=7)
     assert [s[0] for s in spans] == [0, 7, 15, 21, 28, 36, 42, 49, 57, 63, 70]  # first word start from each stride
     for a0, a1, b0, b1 in spans:
         assert all(starts[i] for i in (a0, a1, b0)) and (b1 == 100 or starts[b1])
         assert 9 <= a1 - a0 <= 10 and 9 <= b1 - b0 <= 10 and 5 <= b0 - a1 <= 6 and b1 <= 100
     # a word longer than a part is cut where it must be
     one_long_word = np.array([True] + [False] * 14 + [True] + [False] * 34)
-    assert pair_spans(one_long_word, half=10, gap=5, stride=100) == [(0, 10, 15, 25)]
-    assert pair_spans(np.array([True] + [False] * 49), half=10, gap=5, stride=100) == []  # B must start a word
-    assert pair_spans(starts[:24], half=10, gap=5, stride=7) == []  # A, gap and B do not fit
-    assert pair_spans(one_long_word, half=10, gap=5, stride=100, min_part=8) == [(0, 10, 15, 25)]
+    assert pair_spans(one_long_word, part=10, gap=5, stride=100) == [(0, 10, 15, 25)]
+    assert pair_spans(np.array([True] + [False] * 49), part=10, gap=5, stride=100) == []  # B must start a word
+    assert pair_spans(starts[:24], part=10, gap=5, stride=7) == []  # A, gap and B do not fit
+    assert pair_spans(one_long_word, part=10, gap=5, stride=100, min_part=8) == [(0, 10, 15, 25)]
     url_at_the_end = np.array([True, True, True] + [False] * 12 + [True] * 35)  # a word of 13 pieces from 2
-    assert pair_spans(url_at_the_end, half=10, gap=5, stride=100) == [(0, 2, 15, 25)]  # A: 2 pieces
-    assert pair_spans(url_at_the_end, half=10, gap=5, stride=100, min_part=8) == []
+    assert pair_spans(url_at_the_end, part=10, gap=5, stride=100) == [(0, 2, 15, 25)]  # A: 2 pieces
+    assert pair_spans(url_at_the_end, part=10, gap=5, stride=100, min_part=8) == []
 
 
 def test_other_partners_never_pair_a_document_with_itself():
@@ -84,25 +84,23 @@ def test_other_partners_never_pair_a_document_with_itself():
     assert other_partners([4, 4, 4], __import__("random").Random(1)) == ([], [])
 
 
-def test_rows_balanced_and_every_part_once_per_label(task):
+def test_rows_come_in_pairs_that_differ_only_in_order(task):
     destdir, manifest = task
-    assert manifest["task"] == "same-document" and manifest["labels"] == LABELS == [OTHER, SAME]
+    assert manifest["task"] == "same-document" and manifest["labels"] == LABELS == [FIRST, SECOND]
     for split in ("train", "valid", "test"):
         rows = read_pairs(destdir, split)
         per_class = manifest["examples"][split]["per_class"]
-        assert per_class[SAME] == per_class[OTHER] > 0 and len(rows) == 2 * per_class[SAME]
-        by_label = {label: [r for r in rows if r["label"] == label] for label in LABELS}
-        # every A and every B occurs once as same and once as other
-        parts = {label: (collections.Counter((r["collection"], r["doc"], tuple(r["a"])) for r in rs),
-                         collections.Counter((r["collection"], r["b_doc"], tuple(r["b"])) for r in rs))
-                 for label, rs in by_label.items()}
-        assert parts[SAME] == parts[OTHER]
-        for r in by_label[SAME]:
-            assert r["b_doc"] == r["doc"] and r["b"][0] - r["a"][1] >= GAP
-        assert all(r["b_doc"] != r["doc"] for r in by_label[OTHER])
-        assert manifest["documents"][split]["documents"] == len({(r["collection"], d) for r in rows
-                                                                 for d in (r["doc"], r["b_doc"])})
-    # by construction a bag-of-pieces naive Bayes has equal class-conditionals: one class for all
+        assert per_class[FIRST] == per_class[SECOND] > 0 and len(rows) == 2 * per_class[FIRST]
+        for first, second in zip(rows[::2], rows[1::2]):  # A, own, other / A, other, own
+            assert (first["label"], second["label"]) == (FIRST, SECOND)
+            assert first["a"] == second["a"] and first["doc"] == second["doc"]
+            own, other = first[FIRST], first[SECOND]
+            assert (second[FIRST], second[SECOND]) == (other, own)
+            assert own[0] == first["doc"] and own[1] - first["a"][1] >= GAP  # the gap between A and its own B
+            assert other[0] != first["doc"]  # another document of the collection
+        docs = {(r["collection"], d) for r in rows for d in (r["doc"], r[FIRST][0], r[SECOND][0])}
+        assert manifest["documents"][split]["documents"] == len(docs)
+    # by construction a bag-of-pieces naive Bayes answers both rows of a pair alike
     for name in ("naive_bayes", "naive_bayes_truncated"):
         assert manifest["baselines"][name]["valid"] == manifest["baselines"][name]["test"] == 50.0
     assert 0 <= manifest["baselines"]["overlap"]["valid"] <= 100
@@ -130,9 +128,9 @@ def _tsv_texts(destdir, variant, split):
 
 
 def test_rows_are_their_split_documents_text(task, corpus, data_bin):
-    """Each row's text is exactly A and B of the split's own documents (so valid and test hold only
-    held-out text) and its tokens are that text's pieces; the truncated variant is the row cut to
-    its first T tokens, within A."""
+    """Each row's text is exactly A, B1 and B2 of the split's own documents (so valid and test hold
+    only held-out text) and its tokens are that text's pieces; the truncated variant is the row cut
+    to its first T tokens, within A."""
     import sentencepiece as spm
 
     destdir, manifest = task
@@ -140,7 +138,7 @@ def test_rows_are_their_split_documents_text(task, corpus, data_bin):
     sources = corpus_collections(corpus)
     train_text = [_clean(processor.decode(p)) for _, path in sources["train"]
                   for p in encode_documents(processor, path, "", None, out_type=int)]
-    same_pieces = whole = rows_seen = 0
+    same_pieces = rows_seen = 0
     for split in ("train", "valid", "test"):
         # ids, as the task reads them: a character the model does not know is <unk> (decoded " ⁇ ")
         documents = {name: list(encode_documents(processor, path, "", None, out_type=int)) for name, path in sources[split]}
@@ -149,13 +147,11 @@ def test_rows_are_their_split_documents_text(task, corpus, data_bin):
         assert long_labels == short_labels == [r["label"] for r in read_pairs(destdir, split)]
         texts = zip(_tsv_texts(destdir, f"window-{WINDOW}", split), _tsv_texts(destdir, f"truncated-{TRUNCATE}", split))
         for tokens, short, (text, short_text), r in zip(long_rows, short_rows, texts, read_pairs(destdir, split)):
-            a = documents[r["collection"]][r["doc"]][r["a"][0]:r["a"][1]]
-            b = documents[r["collection"]][r["b_doc"]][r["b"][0]:r["b"][1]]
-            # the tsv's text has single spaces; it is shortened a word at a time where it encodes
-            # longer (an unknown character's " ⁇ ")
-            source, source_a = _clean(processor.decode(a + b)), _clean(processor.decode(a))
-            assert source.startswith(text) and text.startswith(source_a)
-            whole += text == source
+            doc = documents[r["collection"]]
+            a = doc[r["doc"]][r["a"][0]:r["a"][1]]
+            b = doc[r[FIRST][0]][r[FIRST][1]:r[FIRST][2]] + doc[r[SECOND][0]][r[SECOND][1]:r[SECOND][2]]
+            source_a = _clean(processor.decode(a))
+            assert text == _clean(processor.decode(a + b))  # (the tsv's text has single spaces)
 
             def binarized(t):  # (pieces the tiny test dictionary lacks are <unk> in both)
                 return [words[words.index(p)] for p in processor.encode(t, out_type=str)] + ["</s>"]
@@ -168,11 +164,12 @@ def test_rows_are_their_split_documents_text(task, corpus, data_bin):
             assert text.startswith(short_text) and source_a.startswith(short_text)
             if split != "train":
                 assert not any(source_a in doc for doc in train_text)
-        # each truncated input occurs once under each label: no classifier of it beats chance
-        counts = {label: collections.Counter(tuple(s) for s, lab in zip(short_rows, short_labels) if lab == label)
-                  for label in LABELS}
-        assert counts[SAME] == counts[OTHER]
-    assert same_pieces >= 0.9 * rows_seen and whole >= 0.9 * rows_seen
+        # the two rows of a pair: the same pieces, the same first T tokens: no bag-of-pieces or
+        # truncated classifier can tell their labels apart (pairs whose text encodes otherwise are dropped)
+        for i in range(0, len(long_rows), 2):
+            assert collections.Counter(long_rows[i]) == collections.Counter(long_rows[i + 1])
+            assert short_rows[i] == short_rows[i + 1] and long_rows[i] != long_rows[i + 1]
+    assert same_pieces >= 0.9 * rows_seen
     assert load_manifest(destdir)["variants"]["window"]["class_labels"] == LABELS
 
 

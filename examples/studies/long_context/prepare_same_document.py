@@ -3,13 +3,13 @@
     python -m examples.studies.long_context.prepare_same_document --corpus docs-corpus \\
         --pretraining-data data-bin --destdir same-document
 
-Each example is a part A of a document followed by a part B (each at most (N - 2) / 2 pieces): B is
-either the part of the same document that begins --gap-tokens after A (same) or another document's
-(other, same collection). Every pair gives one example of each label, so the first --truncate-tokens
-(part A's start) and a bag-of-pieces naive Bayes are at chance by construction; see
-examples/studies/long_context/same_document.py. CORPUS holds one folder per collection with
-train.txt, valid.txt and test.txt (or .txt.xz/.gz/.bz2) in the pretraining layout; valid and test
-examples come only from valid and test documents. Writes destdir/bin/window-N and
+Each example is a part A of a document followed by two parts B1 and B2 (each at most (N - 2) / 3
+pieces): one is the part of A's document that begins --gap-tokens after A, the other a part of
+another document of the same collection; the label says which comes first (first or second). Each
+triple gives both orders, so the first --truncate-tokens (part A's start) and any bag-of-pieces
+model are at chance by construction; see examples/studies/long_context/same_document.py. CORPUS
+holds one folder per collection with train.txt, valid.txt and test.txt (or .txt.xz/.gz/.bz2) in the
+pretraining layout; valid and test examples come only from valid and test documents. Writes destdir/bin/window-N and
 destdir/bin/truncated-T (the same rows cut to T tokens), destdir/tsv/, destdir/pairs/SPLIT.jsonl
 (where each row comes from) and destdir/long_documents.json (counts, distinct documents, CPU
 baselines). Then:
@@ -32,11 +32,11 @@ def add_task_args(parser):
                         help="these collections of --corpus, in this order (default: every folder with a train file)")
     parser.add_argument("--window-tokens", type=int, default=4096,
                         help="longest example, in model tokens with <s> and </s> (default 4096): parts of "
-                        "(N - 2) / 2 pieces")
+                        "(N - 2) / 3 pieces")
     parser.add_argument("--truncate-tokens", type=int, default=512,
                         help="length of the truncated variant (default 512)")
     parser.add_argument("--gap-tokens", type=int, default=512,
-                        help="pieces of the document skipped between A and a same B (default 512)")
+                        help="pieces of the document skipped between A and its own B (default 512)")
     parser.add_argument("--stride", type=int, default=1024,
                         help="valid and test: a pair every this many pieces of a document (default 1024; "
                         "pairs overlap, which multiplies the examples of few held-out documents)")
@@ -79,7 +79,7 @@ def main(argv=None):
         parser.exit(1, f"{parser.prog}: error: {e}\n")
     for split, examples in manifest["examples"].items():
         print(f"{split}: " + ", ".join(f"{label} {n}" for label, n in examples["per_class"].items())
-              + f" from {manifest['documents'][split]['documents']} documents")
+              + f", A from {manifest['documents'][split]['a_documents']} documents")
     print(f"fairseq-train {os.path.join(args.destdir, manifest['variants']['window']['data'])} --task "
           f"sentence_prediction --num-classes 2 --max-positions {args.window_tokens} --init-token 0 "
           "--separator-token 2 ...")

@@ -120,12 +120,13 @@ def summarize(out_dir: str, records: List[dict], clusters: Dict[str, List[str]],
 def table(out_dir: str, records: List[dict], manifest: dict, clusters: Dict[str, List[str]], models: List[str]) -> str:
     s = summarize(out_dir, records, clusters, models)
     ex, docs = manifest["examples"], manifest.get("documents", {})
-    lines = ["# Same-document task: does B come from A's document?", "",
-             "Examples (same / other): " + "; ".join(
-                 f"{split} {e['per_class'].get('same')} / {e['per_class'].get('other')}"
-                 + (f" from {docs[split]['documents']} documents" if split in docs else "") for split, e in ex.items())
-             + f". Parts of {manifest.get('part_pieces')} pieces, gap {manifest.get('gap_tokens')}; the truncated "
-             f"variant keeps the first {manifest['truncate_tokens']} tokens.", ""]
+    lines = ["# Same-document task: which of B1, B2 comes from A's document?", "",
+             "Examples (" + " / ".join(manifest["labels"]) + "): " + "; ".join(
+                 " / ".join(str(e["per_class"].get(label)) for label in manifest["labels"]) + f" {split}"
+                 + (f" (A from {docs[split]['a_documents']} documents)" if split in docs else "")
+                 for split, e in ex.items())
+             + f". Parts of up to {manifest.get('part_pieces')} pieces, gap {manifest.get('gap_tokens')}; the "
+             f"truncated variant keeps the first {manifest['truncate_tokens']} tokens.", ""]
     fts = [r for r in records if r.get("step") == "finetune"]
     if fts:
         r0 = fts[0]

@@ -282,7 +282,7 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--validations", type=int, default=4, help="validations per run, evenly spaced (default 4)")
     p.add_argument("--gpus", nargs="+", help="GPU indices (default: all visible)")
-    p.add_argument("--jobs-per-gpu", type=int, default=3, help="runs sharing a GPU after the first seeds (default 3)")
+    p.add_argument("--jobs-per-gpu", type=int, default=2, help="runs sharing a GPU after the first seeds (default 2)")
     p.add_argument("--deadline", type=int, default=0,
                    help="seconds from the start: runs still going are stopped, runs that would start with less "
                    "than --min-job-s left are skipped (0: none)")
