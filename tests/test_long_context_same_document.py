@@ -47,7 +47,8 @@ def corpus(tmp_path_factory):
 
 
 def _vocab(data_bin):
-    return dict(spm_model=os.path.join(data_bin, "sentencepiece.bpe.model"), dictionary=os.path.join(data_bin, "dict.txt"))
+    return dict(spm_model=os.path.join(data_bin, "sentencepiece.bpe.model"),
+                dictionary=os.path.join(data_bin, "dict.txt"))
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +142,8 @@ def test_rows_are_their_split_documents_text(task, corpus, data_bin):
     same_pieces = rows_seen = 0
     for split in ("train", "valid", "test"):
         # ids, as the task reads them: a character the model does not know is <unk> (decoded " ⁇ ")
-        documents = {name: list(encode_documents(processor, path, "", None, out_type=int)) for name, path in sources[split]}
+        documents = {name: list(encode_documents(processor, path, "", None, out_type=int))
+                     for name, path in sources[split]}
         long_rows, long_labels, words = _rows(destdir, f"window-{WINDOW}", split)
         short_rows, short_labels, _ = _rows(destdir, f"truncated-{TRUNCATE}", split)
         assert long_labels == short_labels == [r["label"] for r in read_pairs(destdir, split)]
@@ -296,3 +298,10 @@ def test_same_document_study_cpu_smoke(task, corpus, data_bin, tmp_path):
     assert "linformer-4096 - roberta-512 (test)" in table and "naive_bayes" in table
     again = run(cmd, cwd=REPO)
     assert "0 runs" in again and [json.loads(line) for line in open(out / "results.jsonl")] == records
+    # a checkpoint given for the wrong model is refused before anything runs, naming the problem
+    base = STUDY + ["--tiny", "--cpu", "--task-data", str(task_dir), "--out-dir", str(tmp_path / "bad")]
+    for flag, path, message in (("--linformer-4096", checkpoints["roberta-4096"], "is a full-attention checkpoint"),
+                                ("--roberta-4096", checkpoints["roberta-512"], f"has {TRUNCATE} positions but its "
+                                 f"input, bin/window-{WINDOW}, needs {WINDOW}")):
+        proc = subprocess.run(base + [flag, path], capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]

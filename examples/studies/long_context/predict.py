@@ -42,7 +42,8 @@ def predict(checkpoint, data, subsets, cpu=False, batch_size=16):
                 for i, p, t in zip(sample["id"].tolist(), logits.argmax(-1).tolist(), labels.tolist()):
                     predicted[i], target[i] = p, t
         if any(p is None for p in predicted):
-            raise SystemExit(f"{subset}: {predicted.count(None)} rows were not predicted (longer than the model's positions?)")
+            raise SystemExit(f"{subset}: {predicted.count(None)} rows were not predicted "
+                             "(longer than the model's positions?)")
         correct = sum(p == t for p, t in zip(predicted, target))
         out[subset] = {"predicted": predicted, "target": target, "accuracy": round(100.0 * correct / len(target), 2)}
     return out

@@ -95,7 +95,8 @@ def word_start_table(processor) -> np.ndarray:
     return np.array([processor.id_to_piece(i).startswith(WORD_START) for i in range(processor.get_piece_size())])
 
 
-def pair_spans(starts: np.ndarray, part: int, gap: int, stride: int, min_part: int = 1) -> List[Tuple[int, int, int, int]]:
+def pair_spans(starts: np.ndarray, part: int, gap: int, stride: int,
+               min_part: int = 1) -> List[Tuple[int, int, int, int]]:
     """``(a0, a1, b0, b1)`` of each pair of a document whose pieces begin words where ``starts`` is
     true: A = [a0, a1) and B = [b0, b1), each at most ``part`` pieces, B beginning at the first word
     start at least ``gap`` pieces after A ends, a pair every ``stride`` pieces; every boundary a
@@ -334,9 +335,9 @@ def build_same_document(collections: Dict[str, List[Tuple[str, str]]], *, spm_mo
     if truncate_tokens <= SPECIAL_TOKENS:
         raise DataPrepError(f"--truncate-tokens {truncate_tokens} leaves no room for text beside <s> and </s>")
     if part < truncate_tokens:
-        raise DataPrepError(f"--window-tokens {window_tokens} gives parts of {part} pieces, fewer than --truncate-tokens "
-                            f"{truncate_tokens}: the truncated variant must see part A only; use at least "
-                            f"{3 * truncate_tokens + SPECIAL_TOKENS}")
+        raise DataPrepError(f"--window-tokens {window_tokens} gives parts of {part} pieces, fewer than "
+                            f"--truncate-tokens {truncate_tokens}: the truncated variant must see part A only; "
+                            f"use at least {3 * truncate_tokens + SPECIAL_TOKENS}")
     for flag, value in (("--gap-tokens", gap_tokens), ("--stride", stride), ("--train-stride", train_stride),
                         ("--max-train-pairs", max_train_pairs), ("--max-pairs-per-document", max_pairs_per_document)):
         if value is not None and (value < 0 if flag == "--gap-tokens" else value < 1):
@@ -400,7 +401,8 @@ def build_same_document(collections: Dict[str, List[Tuple[str, str]]], *, spm_mo
         if baselines:
             parts[split] = ([row_parts(split_pairs, r) for r in split_rows], [r["label"] == FIRST for r in split_rows])
         log(f"{split}: {len(split_rows):,} examples ({per_class[FIRST]:,} first, {per_class[SECOND]:,} second), A from "
-            f"{manifest['documents'][split]['a_documents']:,} documents, mean {counts['window']['mean_tokens']:.0f} tokens")
+            f"{manifest['documents'][split]['a_documents']:,} documents, "
+            f"mean {counts['window']['mean_tokens']:.0f} tokens")
     if baselines:
         manifest["baselines"] = cpu_baselines(parts, len(starts), truncate_tokens - SPECIAL_TOKENS)
         log("CPU baselines (accuracy %): " + "; ".join(

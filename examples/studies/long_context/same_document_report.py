@@ -99,8 +99,8 @@ def summarize(out_dir: str, records: List[dict], clusters: Dict[str, List[str]],
                 entry[subset]["interval"] = bootstrap_interval(stacked, draws[subset])
                 entry[subset]["predicted_mean"] = round(100.0 * float(stacked.mean()), 2)
         alone = [r for r in mine if r.get("alone")]
-        entry["cost"] = ({key: alone[0].get(key) for key in ("seed", "wps", "sentences_per_s", "peak_gpu_mem_mib", "wall_s")}
-                         if alone else None)
+        cost_keys = ("seed", "wps", "sentences_per_s", "peak_gpu_mem_mib", "wall_s")
+        entry["cost"] = {key: alone[0].get(key) for key in cost_keys} if alone else None
         out["models"][model] = entry
     present = [m for m in models if m in out["models"]]
     for other in present[1:]:

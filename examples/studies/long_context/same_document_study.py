@@ -64,7 +64,9 @@ def read_checkpoint(path: str) -> dict:
     if positions is None:
         raise SystemExit(f"{path}: no learned positions (encoder.sentence_encoder.embed_positions); "
                          "not a RoBERTa-style checkpoint")
-    linformer = any(".self_attn.projection" in k or "compress_k" in k for k in model)
+    from linformer_plugin.checkpoint import linformer_layout
+
+    linformer = linformer_layout(model) is not None  # projections: the plugin's or the reference's
     arch = getattr(margs, "arch", None) or ("linformer_roberta" if linformer else "roberta")
     info = {"path": path, "arch": arch, "linformer": linformer, "max_positions": positions.size(0) - 2,
             "size": {key: int(getattr(margs, key)) for key in SIZE_KEYS},
@@ -230,7 +232,8 @@ class Study:
         try:
             left = self.left()
             if left is not None and left < a.min_job_s:
-                record["error"] = f"skipped: {left:.0f} s left before --deadline {a.deadline} (< --min-job-s {a.min_job_s})"
+                record["error"] = (f"skipped: {left:.0f} s left before --deadline {a.deadline} "
+                                   f"(< --min-job-s {a.min_job_s})")
                 log(f"skip  {name}: past the deadline")
                 return self.add(record)
             env = child_env({} if device is None else {"CUDA_VISIBLE_DEVICES": str(device)})
@@ -369,15 +372,16 @@ def main(argv=None):
     from examples.common.environment import environment, module_command
     from linformer_plugin.io import atomic_write_text
 
-    atomic_write_text(os.path.join(args.out_dir, "study.json"), json.dumps(
-        {"task_data": args.task_data, "models": list(MODELS), "checkpoints": {n: c["path"] for n, c in checkpoints.items()},
-         "updates": args.updates, "batch_size": args.batch_size, "lr": args.lr, "seeds": args.seeds}, indent=2) + "\n")
+    study_record = {"task_data": args.task_data, "models": list(MODELS),
+                    "checkpoints": {n: c["path"] for n, c in checkpoints.items()}, "updates": args.updates,
+                    "batch_size": args.batch_size, "lr": args.lr, "seeds": args.seeds}
+    atomic_write_text(os.path.join(args.out_dir, "study.json"), json.dumps(study_record, indent=2) + "\n")
     own_work = args.work_dir is None
     args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="same_document_study_")
     os.makedirs(args.work_dir, exist_ok=True)
     study = Study(args, manifest, checkpoints)
-    env = ThreadPoolExecutor(1).submit(environment, module_command(__spec__.name, argv if argv is not None else sys.argv[1:]),
-                                       "cpu" if args.cpu else "cuda", args.python)
+    command = module_command(__spec__.name, argv if argv is not None else sys.argv[1:])
+    env = ThreadPoolExecutor(1).submit(environment, command, "cpu" if args.cpu else "cuda", args.python)
     # first seeds alone (cost), longest first; then the other seeds, longest first
     order = ["roberta-4096", "linformer-4096", "roberta-512"]
     jobs = []
