@@ -110,6 +110,13 @@ def test_a_study_in_chunks_resumes_where_it_stopped(data_bin, sst2_bin, tmp_path
     assert second["roberta_n512"]["valid_curve"] == first["roberta_n512"]["valid_curve"]
     assert [f["seed"] for f in second["roberta_n512"]["sst2_runs"]] == [1, 2]
     assert second["roberta_n512"]["sst2_runs"][0] == first["roberta_n512"]["sst2_runs"][0]
+    # a run whose pretraining does not fit the chunk keeps its earlier record
+    log = run(study + ["--finetune-seeds", "1", "2", "3", "--pretrain-estimate", "7200", "--finetune-estimate", "7200"],
+              cwd=REPO)
+    assert "roberta_n512.sst2.seed3.log: not started" in log and records() == second
+    (out / "checkpoints" / "roberta_n512" / "pretrain" / "checkpoint_last.pt").unlink()  # a new machine
+    log = run(study + ["--finetune-seeds", "1", "2", "3", "--deadline", "1"], cwd=REPO)  # each run took over 1 s
+    assert "roberta_n512.pretrain.log: not started" in log and records() == second
     # another number of updates is another run: it trains again
     log = run(study + ["--finetune-seeds", "1", "2", "--max-update", "3", "--runs", "linformer_n512_k256"], cwd=REPO)
     assert "linformer_n512_k256.pretrain.log: rc=0" in log

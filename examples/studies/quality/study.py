@@ -238,7 +238,7 @@ class Devices:
 
     def _fits(self, units):
         fitting = [d for d, free in self.free.items() if free >= units]
-        return max(fitting, key=lambda d: self.free[d]) if fitting else _NO_DEVICE
+        return min(fitting, key=lambda d: self.free[d]) if fitting else _NO_DEVICE  # best fit: keep GPUs whole
 
     def acquire(self, units, priority):
         units = min(units, self.per_device)
@@ -263,6 +263,7 @@ class Devices:
 
 
 _NO_DEVICE = object()
+_ASK = object()  # a fine-tuning with no slot handed over asks for one (None is the CPU "device")
 
 
 class Study:
@@ -279,23 +280,20 @@ class Study:
     def time_left(self):
         return None if not self.args.deadline else self.args.deadline - (time.time() - self.started)
 
-    def _run(self, cmd, log_name, priority=0, alone=False, estimate_s=0):
-        """Run one job on a device; (rc, log text, wall s), or None if the deadline leaves it no time."""
-        device, units = self.devices.acquire(self.args.jobs_per_gpu if alone else 1, priority)
-        try:
-            left = self.time_left()
-            if left is not None and left < estimate_s:
-                print(f"[{time.strftime('%H:%M:%S')}] {log_name}: not started, {left:.0f}s left of the "
-                      f"deadline and it takes about {estimate_s:.0f}s", flush=True)
-                return None
-            env = child_env({"CUDA_VISIBLE_DEVICES": str(device)} if device is not None else None)
-            started = time.time()
-            path = os.path.join(self.logs, log_name)
-            rc, text, timed_out = run_logged(cmd, path, None if left is None else max(1, left), env=env,
-                                             cwd=self.args.out, header=True)
-        finally:
-            self.devices.release(device, units)
-        if timed_out:  # stopped at the deadline: left for the next chunk, not a failure
+    def _run(self, cmd, log_name, device, estimate_s=0):
+        """Run one job on a device it holds; (rc, log text, wall s), or None if the deadline leaves it
+        no time (not started) or stops it (left for the next chunk, not a failure)."""
+        left = self.time_left()
+        if left is not None and left < estimate_s:
+            print(f"[{time.strftime('%H:%M:%S')}] {log_name}: not started, {left:.0f}s left of the "
+                  f"deadline and it takes about {estimate_s:.0f}s", flush=True)
+            return None
+        env = child_env({"CUDA_VISIBLE_DEVICES": str(device)} if device is not None else None)
+        started = time.time()
+        path = os.path.join(self.logs, log_name)
+        rc, text, timed_out = run_logged(cmd, path, None if left is None else max(1, left), env=env,
+                                         cwd=self.args.out, header=True)
+        if timed_out:
             print(f"[{time.strftime('%H:%M:%S')}] {log_name}: stopped at the deadline after "
                   f"{time.time() - started:.0f}s", flush=True)
             return None
@@ -370,6 +368,7 @@ class Study:
         previous = self.previous.get(run.name)
         done_seeds = _finetuned_seeds(previous)
         missing = [seed for seed in seeds if seed not in done_seeds] if wants_finetune else []
+        held = []  # slots of the pretraining run's GPU handed to its fine-tunings
         if previous and self._same_setup(previous, run) and (not missing or os.path.exists(pretrained)):
             result = dict(previous)  # an earlier chunk's run: kept, only its missing fine-tunings run
             self._record(result)
@@ -377,11 +376,19 @@ class Study:
             result = {"name": run.name, "n": run.n, "k": run.k, "flags": run.flags,
                       "tokens_per_update": max(1, a.tokens // run.n) * run.n, "max_update": a.max_update}
             cmd = self.pretrain_command(run, os.path.join(ckpt_dir, "pretrain"))
-            ran = self._run(cmd, f"{run.name}.pretrain.log", priority=index, alone=True,
-                            estimate_s=self.estimate(run))
-            if ran is None:
+            device, units = self.devices.acquire(a.jobs_per_gpu, index)  # the GPU to itself
+            ran = self._run(cmd, f"{run.name}.pretrain.log", device, estimate_s=self.estimate(run))
+            if ran is None:  # no time for it in this chunk: an earlier record of it stays as it was
+                self.devices.release(device, units)
+                if previous:
+                    result = dict(previous)
+                    self._record(result)
                 return result
             rc, text, wall = ran
+            # the fine-tunings take over the GPU's slots at once (another run's jobs would else take them)
+            handed = min(units, len(seeds)) if rc == 0 and wants_finetune else 0
+            self.devices.release(device, units - handed)
+            held = [device] * handed
             result.update(pretrain_rc=rc, pretrain_wall_s=wall, command=shlex.join(cmd), **pretrain_summary(text))
             if rc != 0:
                 result["error"] = error_line(text.splitlines()) or f"rc={rc}"
@@ -390,8 +397,10 @@ class Study:
                 return result
             previous, missing = None, seeds if wants_finetune else []
         if missing:
+            slots = held + [_ASK] * (len(missing) - len(held))
             with ThreadPoolExecutor(len(missing)) as pool:  # each takes a slot of its own
-                finetunes = list(pool.map(lambda seed: self.finetune(run, pretrained, ckpt_dir, seed, index), missing))
+                finetunes = list(pool.map(lambda seed_slot: self.finetune(run, pretrained, ckpt_dir, *seed_slot, index),
+                                          zip(missing, slots)))
             finetunes = [f for f in finetunes if f is not None]
             if finetunes:
                 result["finetune_rc"] = max([f.pop("rc") for f in finetunes] + [result.get("finetune_rc") or 0])
@@ -422,25 +431,31 @@ class Study:
                 self.results.append(result)
             write_jsonl(os.path.join(self.args.out, "results.jsonl"), self.results)
 
-    def finetune(self, run, pretrained, ckpt_dir, seed, priority):
-        """One SST-2 fine-tuning, then dev and test accuracy of its best checkpoint (logs TAG.*);
-        None if the deadline left it no time."""
+    def finetune(self, run, pretrained, ckpt_dir, seed, device, priority):
+        """One SST-2 fine-tuning, then dev and test accuracy of its best checkpoint (logs TAG.*), on
+        ``device`` (a slot handed over by the pretraining run, or _ASK: ask for one); None if the
+        deadline left it no time."""
         a = self.args
-        tag = f"{run.name}.sst2" + ("" if seed is None else f".seed{seed}")
-        save_dir = os.path.join(ckpt_dir, "sst2" + ("" if seed is None else f"-seed{seed}"))
-        cmd = self.finetune_command(run, pretrained, save_dir, seed)
-        ran = self._run(cmd, tag + ".log", priority=priority, estimate_s=a.finetune_estimate)
-        if ran is None:
-            return None
-        rc, text, wall = ran
-        out = {"tag": tag, "rc": rc, "wall_s": wall, "command": shlex.join(cmd)}
-        if rc != 0:
-            out["error"] = error_line(text.splitlines()) or f"rc={rc}"
+        if device is _ASK:
+            device, _ = self.devices.acquire(1, priority)
+        try:
+            tag = f"{run.name}.sst2" + ("" if seed is None else f".seed{seed}")
+            save_dir = os.path.join(ckpt_dir, "sst2" + ("" if seed is None else f"-seed{seed}"))
+            cmd = self.finetune_command(run, pretrained, save_dir, seed)
+            ran = self._run(cmd, tag + ".log", device, estimate_s=a.finetune_estimate)
+            if ran is None:
+                return None
+            rc, text, wall = ran
+            out = {"tag": tag, "rc": rc, "wall_s": wall, "command": shlex.join(cmd)}
+            if rc != 0:
+                out["error"] = error_line(text.splitlines()) or f"rc={rc}"
+                return out
+            best = os.path.join(save_dir, "checkpoint_best.pt")
+            for subset in ("valid", "test"):
+                self._run(self.validate_command(run, best, subset), f"{tag}.{subset}.log", device)
             return out
-        best = os.path.join(save_dir, "checkpoint_best.pt")
-        for subset in ("valid", "test"):
-            self._run(self.validate_command(run, best, subset), f"{tag}.{subset}.log", priority=priority)
-        return out
+        finally:
+            self.devices.release(device, 1)
 
 
 def parse_args(argv=None):
