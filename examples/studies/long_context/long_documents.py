@@ -416,17 +416,36 @@ def prepare_long_document_data(destdir: str, collections: Dict[str, Sequence[str
     ``collections`` maps a split (train, valid, test; train required) to ``LABEL=PATH`` strings.
     """
     log = log or (lambda message: None)
-    if not force and os.path.isdir(destdir) and os.listdir(destdir):  # before the slow part; checked again
-        raise FileExistsError(f"{destdir} already exists and is not empty; pass --force to replace it")
-    if force:
-        paths = [spec.partition("=")[2] for specs in collections.values() if specs for spec in specs]
-        check_inputs_outside(destdir, paths + [spm_model, dictionary])
+    check_destdir(destdir, force, [spec.partition("=")[2] for specs in collections.values() if specs for spec in specs]
+                  + [spm_model, dictionary])
     manifest, rows = build_examples(
         collections, spm_model=spm_model, dictionary=dictionary, window_tokens=window_tokens,
         truncate_tokens=truncate_tokens, min_tokens=min_tokens, seed=seed, max_windows_per_class=max_windows_per_class,
         task=task, progress_min_bytes=progress_min_bytes, log=log)
-    names = {key: variant["name"] for key, variant in manifest["variants"].items()}
+    write_variants(destdir, manifest, rows, spm_model=spm_model, dictionary=dictionary, workers=workers,
+                   force=force, keep_tsv=keep_tsv, log=log)
+    return manifest
 
+
+def check_destdir(destdir: str, force: bool, inputs: Sequence[str]):
+    """Before the slow part (atomic_directory checks again): destdir is empty unless ``force``, and
+    with ``force`` none of the ``inputs`` lies in it."""
+    if not force and os.path.isdir(destdir) and os.listdir(destdir):
+        raise FileExistsError(f"{destdir} already exists and is not empty; pass --force to replace it")
+    if force:
+        check_inputs_outside(destdir, list(inputs))
+
+
+def write_variants(destdir: str, manifest: dict, rows: Dict[str, Dict[str, List[Tuple[str, str]]]], *,
+                   spm_model: str, dictionary: str, workers: int = 1, force: bool = False, keep_tsv: bool = True,
+                   labels: Optional[List[str]] = None, write_extra: Optional[Callable[[str], None]] = None,
+                   log: Callable[[str], None] = stderr_log):
+    """Write destdir at once (atomic_directory): each variant's rows (``rows[key][split]``, (text,
+    label) pairs) as tsv/NAME/SPLIT.tsv, binarized to bin/NAME (the variants side by side), their
+    classes in ``manifest["variants"]``, then the manifest; the tsv files removed unless ``keep_tsv``.
+    ``write_extra(build)``: more files, written after the tsv files; ``labels``: the class labels
+    every variant must have (class i the same in each)."""
+    names = {key: variant["name"] for key, variant in manifest["variants"].items()}
     with atomic_directory(destdir, force=force) as build:
         tsv_paths = {}
         for key, name in names.items():
@@ -435,6 +454,8 @@ def prepare_long_document_data(destdir: str, collections: Dict[str, Sequence[str
                 tsv_paths[key][split] = os.path.join(build, "tsv", name, f"{split}.tsv")
                 os.makedirs(os.path.dirname(tsv_paths[key][split]), exist_ok=True)
                 _write_tsv(tsv_paths[key][split], split_rows)
+        if write_extra is not None:
+            write_extra(build)
 
         def binarize(key):
             paths = tsv_paths[key]
@@ -445,6 +466,8 @@ def prepare_long_document_data(destdir: str, collections: Dict[str, Sequence[str
         with ThreadPoolExecutor(len(names)) as pool:  # each waits on its fairseq-preprocess runs
             results = dict(zip(names, pool.map(binarize, names)))
         for key, result in results.items():
+            if labels is not None and result["labels"] != labels:
+                raise DataPrepError(f"{key} variant has labels {result['labels']}, expected {labels}")
             manifest["variants"][key]["num_classes"] = result["num_classes"]
             manifest["variants"][key]["class_labels"] = result["labels"]
             if not keep_tsv:
@@ -453,7 +476,6 @@ def prepare_long_document_data(destdir: str, collections: Dict[str, Sequence[str
             shutil.rmtree(os.path.join(build, "tsv"))
         atomic_write_text(os.path.join(build, MANIFEST), json.dumps(manifest, indent=2) + "\n")
     log(f"wrote {destdir}: " + ", ".join(f"bin/{name}" for name in names.values()) + f" ({MANIFEST})")
-    return manifest
 
 
 def load_manifest(directory: str) -> dict:

@@ -39,19 +39,16 @@ the distinct documents, and CPU baselines (``cpu_baselines``). The command line 
 import json
 import os
 import random
-import shutil
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from examples.studies.long_context.long_documents import (MANIFEST, SPECIAL_TOKENS, SPLITS, WORD_START,
-                                                          _OPENERS, _write_tsv, encode_documents, variant_names,
-                                                          window_text)
-from linformer_plugin.data.classification import prepare_classification_data
-from linformer_plugin.data.common import (DataPrepError, check_inputs_outside, check_pieces_match, check_text_file,
-                                          load_dictionary, load_spm, stderr_log)
-from linformer_plugin.io import atomic_directory, atomic_write_text
+from examples.studies.long_context.long_documents import (SPECIAL_TOKENS, SPLITS, WORD_START, _OPENERS,
+                                                          check_destdir, encode_documents, variant_names, window_text,
+                                                          write_variants)
+from linformer_plugin.data.common import (DataPrepError, check_pieces_match, check_text_file, load_dictionary,
+                                          load_spm, stderr_log)
+from linformer_plugin.io import atomic_write_text
 
 TASK = "same-document"
 PAIRS_DIR = "pairs"
@@ -417,44 +414,17 @@ def prepare_same_document(destdir: str, collections: Dict[str, List[Tuple[str, s
     """Build destdir (see the module docstring); returns the manifest written to destdir/long_documents.json.
     ``options``: build_same_document's."""
     log = log or (lambda message: None)
-    if not force and os.path.isdir(destdir) and os.listdir(destdir):  # before the slow part; checked again
-        raise FileExistsError(f"{destdir} already exists and is not empty; pass --force to replace it")
-    if force:
-        check_inputs_outside(destdir, [p for c in collections.values() for _, p in c] + [spm_model, dictionary])
+    check_destdir(destdir, force, [p for c in collections.values() for _, p in c] + [spm_model, dictionary])
     manifest, rows, meta = build_same_document(collections, spm_model=spm_model, dictionary=dictionary, log=log,
                                                **options)
-    names = {key: variant["name"] for key, variant in manifest["variants"].items()}
-    with atomic_directory(destdir, force=force) as build:
-        tsv_paths = {}
-        for key, name in names.items():
-            tsv_paths[key] = {}
-            for split, split_rows in rows[key].items():
-                tsv_paths[key][split] = os.path.join(build, "tsv", name, f"{split}.tsv")
-                os.makedirs(os.path.dirname(tsv_paths[key][split]), exist_ok=True)
-                _write_tsv(tsv_paths[key][split], split_rows)
+
+    def write_pairs(build):
         for split, split_meta in meta.items():
             atomic_write_text(os.path.join(build, PAIRS_DIR, f"{split}.jsonl"),
                               "".join(json.dumps(r) + "\n" for r in split_meta))
 
-        def binarize(key):
-            paths = tsv_paths[key]
-            return prepare_classification_data(
-                os.path.join(build, "bin", names[key]), paths["train"], paths.get("valid"), paths.get("test"),
-                spm_model=spm_model, dictionary=dictionary, workers=workers, progress_min_bytes=None, log=log)
-
-        with ThreadPoolExecutor(len(names)) as pool:  # each waits on its fairseq-preprocess runs
-            results = dict(zip(names, pool.map(binarize, names)))
-        for key, result in results.items():
-            if result["labels"] != LABELS:  # class i must mean the same in both variants
-                raise DataPrepError(f"{key} variant has labels {result['labels']}, expected {LABELS}")
-            manifest["variants"][key]["num_classes"] = result["num_classes"]
-            manifest["variants"][key]["class_labels"] = result["labels"]
-            if not keep_tsv:
-                manifest["variants"][key]["tsv"] = None
-        if not keep_tsv:
-            shutil.rmtree(os.path.join(build, "tsv"))
-        atomic_write_text(os.path.join(build, MANIFEST), json.dumps(manifest, indent=2) + "\n")
-    log(f"wrote {destdir}: " + ", ".join(f"bin/{name}" for name in names.values()) + f" ({MANIFEST})")
+    write_variants(destdir, manifest, rows, spm_model=spm_model, dictionary=dictionary, workers=workers,
+                   force=force, keep_tsv=keep_tsv, labels=LABELS, write_extra=write_pairs, log=log)
     return manifest
 
 
