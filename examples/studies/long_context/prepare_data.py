@@ -30,6 +30,19 @@ from linformer_plugin.data.common import (DataPrepError, PreprocessError, add_pr
                                           resolve_pretraining_vocab)
 
 
+def parse_build_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Adds the build's options (--workers, --no-tsv, --force; this CLI's and prepare_same_document's),
+    parses argv and resolves the pretraining vocabulary's paths."""
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="fairseq-preprocess processes (default: cores, at most 8)")
+    parser.add_argument("--no-tsv", action="store_true",
+                        help="remove destdir/tsv once binarized (the data-bins hold the same examples)")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty destdir")
+    args = parser.parse_args(argv)
+    resolve_pretraining_vocab(parser, args)
+    return args
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", nargs="+", required=True, metavar="LABEL=PATH",
@@ -53,13 +66,7 @@ def main(argv=None):
                         "of the same collection (other), joined past --truncate-tokens, so that the truncated "
                         "variant cannot tell them apart (needs --min-tokens >= 2 x --truncate-tokens)")
     parser.add_argument("--seed", type=int, default=1, help="for balancing the classes (default 1)")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                        help="fairseq-preprocess processes (default: cores, at most 8)")
-    parser.add_argument("--no-tsv", action="store_true",
-                        help="remove destdir/tsv once binarized (the data-bins hold the same examples)")
-    parser.add_argument("--force", action="store_true", help="replace a non-empty destdir")
-    args = parser.parse_args(argv)
-    resolve_pretraining_vocab(parser, args)
+    args = parse_build_args(parser, argv)
     collections = {"train": args.train, "valid": args.valid, "test": args.test}
     try:
         manifest = prepare_long_document_data(

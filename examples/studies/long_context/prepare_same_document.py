@@ -21,9 +21,9 @@ baselines). Then:
 import argparse
 import os
 
+from examples.studies.long_context.prepare_data import parse_build_args
 from examples.studies.long_context.same_document import corpus_collections, prepare_same_document
-from linformer_plugin.data.common import (DataPrepError, PreprocessError, add_pretraining_vocab_args,
-                                          resolve_pretraining_vocab)
+from linformer_plugin.data.common import DataPrepError, PreprocessError, add_pretraining_vocab_args
 
 
 def add_task_args(parser):
@@ -63,13 +63,7 @@ def main(argv=None):
     parser.add_argument("--destdir", required=True, help="the directory to write")
     add_pretraining_vocab_args(parser)
     add_task_args(parser)
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                        help="fairseq-preprocess processes (default: cores, at most 8)")
-    parser.add_argument("--no-tsv", action="store_true",
-                        help="remove destdir/tsv once binarized (the data-bins hold the same examples)")
-    parser.add_argument("--force", action="store_true", help="replace a non-empty destdir")
-    args = parser.parse_args(argv)
-    resolve_pretraining_vocab(parser, args)
+    args = parse_build_args(parser, argv)
     try:
         manifest = prepare_same_document(
             args.destdir, corpus_collections(args.corpus, args.collections), spm_model=args.spm_model,
