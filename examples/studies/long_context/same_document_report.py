@@ -18,6 +18,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from examples.common.stats import mean_std
+
 BOOTSTRAP_REPLICATES = 2000
 BOOTSTRAP_SEED = 12345
 RESULTS, TABLE, PREDICTIONS = "results.jsonl", "table.md", "predictions"
@@ -64,15 +66,6 @@ def bootstrap_interval(correct_by_seed: np.ndarray, weights: np.ndarray):
     return round(float(low), 1), round(float(high), 1)
 
 
-def _mean_std(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    mean = sum(values) / len(values)
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
-    return mean, std
-
-
 def _fmt(value, fmt="{:.1f}"):
     return "" if value is None else fmt.format(value)
 
@@ -90,7 +83,7 @@ def summarize(out_dir: str, records: List[dict], clusters: Dict[str, List[str]],
             continue
         entry = {"seeds": [r["seed"] for r in mine], "variant": mine[0]["variant"], "n": mine[0]["n"]}
         for subset in ("valid", "test"):
-            mean, std = _mean_std([r.get(f"{subset}_accuracy") for r in mine])
+            mean, std = mean_std([r.get(f"{subset}_accuracy") for r in mine])
             entry[subset] = {"mean": mean, "std": std, "per_seed": [r.get(f"{subset}_accuracy") for r in mine]}
             correct = [correctness(out_dir, r, subset) for r in mine]
             if subset in draws and correct and all(c is not None and len(c) == len(clusters[subset]) for c in correct):

@@ -55,6 +55,7 @@ from examples.common.fairseq_commands import (DROPOUT, PLUGIN_DIR, TRAIN_WITH_PE
                                               child_env, masked_lm, restore,
                                               sentence_prediction, size_flags, study_size, tiny_size)
 from examples.common.fairseq_logs import error_line, json_records, parse_train_log, run_logged
+from examples.common.stats import mean_std
 from linformer_plugin.io import write_jsonl
 
 
@@ -163,15 +164,6 @@ def finetune_from_logs(logs, tag):
     return out
 
 
-def _mean_std(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    mean = sum(values) / len(values)
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
-    return round(mean, 3), None if std is None else round(std, 3)
-
-
 def sst2_summary(finetunes):
     """A run's SST-2 fields: accuracies as the mean over its fine-tuning seeds (and their std)."""
     finetunes = [f for f in finetunes if f["dev_curve"] or f["dev_acc"] is not None]
@@ -179,11 +171,11 @@ def sst2_summary(finetunes):
         return {}
     out = {"sst2_dev_curve": finetunes[0]["dev_curve"]}
     for key in ("dev", "test"):
-        mean, std = _mean_std([f[f"{key}_acc"] for f in finetunes])
+        mean, std = mean_std([f[f"{key}_acc"] for f in finetunes])
         if mean is not None:
-            out[f"sst2_{key}_acc"] = mean
+            out[f"sst2_{key}_acc"] = round(mean, 3)
         if std is not None:
-            out[f"sst2_{key}_std"] = std
+            out[f"sst2_{key}_std"] = round(std, 3)
     if len(finetunes) > 1 or finetunes[0]["seed"] is not None:
         out["sst2_runs"] = finetunes
     return out
