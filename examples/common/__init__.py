@@ -1,3 +1,4 @@
 """Helpers the benchmarks and studies share: fairseq command blocks, the json-log reader and the
 one logged-subprocess runner, the environment record, where fairseq's reference Linformer lives,
-and two fairseq-train entry points (several runs a process; peak GPU memory)."""
+two fairseq-train entry points (several runs a process; peak GPU memory), and the studies'
+mean and standard deviation over seeds."""
