@@ -158,7 +158,8 @@ def _describe_entry(entry) -> str:
         return "no projection of its own"
     if "weight" in entry:
         rows, columns = entry["weight"].shape
-        return f"a linear projection of {rows} rows x {columns} positions"
+        # E and F (and per-head maps) are stored stacked: rows = k x the number of maps
+        return f"a linear projection of {rows} stacked rows (k x its E/F maps) x {columns} positions"
     layout = entry.get("layout")
     method, stride = (_METHOD_NAMES.get(int(layout[0]), "?"), int(layout[1])) if layout is not None else ("?", "?")
     if "kernel" in entry:

@@ -67,15 +67,15 @@ def test_checkpoint_round_trip(projection, sharing):
     "saved,loaded,message",
     [
         ({}, {"compressed_projection": "conv"},
-         r"layers\.0 the checkpoint has a linear projection of 16 rows x 32 positions, the model expects a conv "
+         r"layers\.0 the checkpoint has a linear projection of 16 stacked rows \(k x its E/F maps\) x 32 positions, the model expects a conv "
          r"projection of 2 kernel\(s\) of 4 taps \(stride 4\)"),
         ({"compressed_projection": "mean"}, {"compressed_projection": "max"},
          "the checkpoint has mean pooling over windows of 4 tokens, the model expects max pooling"),
         ({"compressed_projection": "conv"}, {"compressed_projection": "conv", "compressed_dim": 4},
          r"kernel\(s\) of 4 taps \(stride 4\), the model expects a conv projection of 2 kernel\(s\) of 8 taps"),
-        ({}, {"compressed_sharing": "none"}, "16 rows x 32 positions, the model expects a linear projection of 32 rows"),
+        ({}, {"compressed_sharing": "none"}, "16 stacked rows \(k x its E/F maps\) x 32 positions, the model expects a linear projection of 32 stacked rows"),
         ({"compressed_dims": "8,4"}, {"compressed_dims": "8,8"},
-         r"layers\.1 the checkpoint has a linear projection of 8 rows x 32 positions, the model expects .* 16 rows"),
+         r"layers\.1 the checkpoint has a linear projection of 8 stacked rows \(k x its E/F maps\) x 32 positions, the model expects .* 16 stacked rows"),
         ({"shared_layer_kv_compressed": 1}, {},
          r"layers\.0 the checkpoint has no projection of its own, the model expects a linear projection"),
     ],
@@ -111,8 +111,8 @@ def test_reference_checkpoints_load_only_into_linear_headwise_layouts():
         ({"compressed_projection": "conv"}, "this is a checkpoint of fairseq's reference Linformer, whose projections "
                                             "are linear .* --compressed-projection conv"),
         ({"compressed_sharing": "none"}, "--compressed-sharing none: load it with --compressed-projection linear"),
-        ({"compressed_dims": "8,4"}, r"layers\.1 the checkpoint has a linear projection of 16 rows x 32 positions, "
-                                     "the model expects a linear projection of 8 rows"),
+        ({"compressed_dims": "8,4"}, r"layers\.1 the checkpoint has a linear projection of 16 stacked rows \(k x its E/F maps\) x 32 positions, "
+                                     "the model expects a linear projection of 8 stacked rows"),
     ):
         other, _ = build_tiny_model(**flags)
         with pytest.raises(LinformerConfigError, match=message):
