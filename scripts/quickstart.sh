@@ -23,7 +23,7 @@ fairseq-train "$OUT_DIR/data-bin" --user-dir linformer_plugin \
   --task masked_lm --criterion masked_lm --arch linformer_roberta_small \
   --tokens-per-sample 512 --compressed-dim 64 --sample-break-mode complete --skip-invalid-size-inputs-valid-test \
   --optimizer adam --adam-betas '(0.9,0.98)' --weight-decay 0.01 --clip-norm 1.0 \
-  --lr 1e-3 --lr-scheduler polynomial_decay --warmup-updates 50 --total-num-update "$MAX_UPDATE" \
+  --lr 5e-4 --lr-scheduler polynomial_decay --warmup-updates 50 --total-num-update "$MAX_UPDATE" \
   --batch-size 8 --max-update "$MAX_UPDATE" --validate-interval-updates 100 --save-interval-updates 100 \
   --keep-interval-updates 1 --no-epoch-checkpoints --save-dir "$OUT_DIR/checkpoints" \
   --log-format simple --log-interval 25 --num-workers 0 --seed 1 --cpu
