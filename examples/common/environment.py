@@ -16,6 +16,18 @@ from examples.common.fairseq_commands import REPO_ROOT, child_env
 from examples.common.reference import fairseq_package_dir, reference_user_dir
 
 
+def visible_gpus():
+    """The GPU ids a study's jobs may use: CUDA_VISIBLE_DEVICES if set, else every GPU torch sees."""
+    import os
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        import torch
+
+        visible = ",".join(str(i) for i in range(torch.cuda.device_count()))
+    return [d for d in visible.split(",") if d.strip()]
+
+
 def module_command(module, argv, python=sys.executable):
     """The command line that runs ``module`` (e.g. a harness's ``__spec__.name``) with argv."""
     return shlex.join([python, "-m", module] + [str(a) for a in argv])

@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from examples.common.fairseq_commands import (DROPOUT, PLUGIN_DIR, SIZE_KEYS, adam_polynomial, child_env, restore,
                                               sentence_prediction, size_flags)
+from examples.common.environment import visible_gpus
 from examples.common.fairseq_logs import json_records, parse_train_log, run_logged
 from examples.studies.long_context.prepare_same_document import add_task_args, task_options
 from examples.studies.long_context.same_document_report import PREDICTIONS, RESULTS, read_records, write_table
@@ -307,12 +308,7 @@ def parse_args(argv=None):
         args.jobs_per_gpu = 1
     else:
         if args.gpus is None:
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            if visible is None:
-                import torch
-
-                visible = ",".join(str(i) for i in range(torch.cuda.device_count()))
-            args.gpus = [d for d in visible.split(",") if d.strip()]
+            args.gpus = visible_gpus()
         if not args.gpus:
             p.error("no GPU visible: pass --cpu for a CPU run")
         args.devices = args.gpus

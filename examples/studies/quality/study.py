@@ -54,6 +54,7 @@ from typing import List, Optional
 from examples.common.fairseq_commands import (DROPOUT, PLUGIN_DIR, TRAIN_WITH_PEAK_MEMORY, adam_polynomial,
                                               child_env, masked_lm, restore,
                                               sentence_prediction, size_flags, study_size, tiny_size)
+from examples.common.environment import visible_gpus
 from examples.common.fairseq_logs import error_line, json_records, parse_train_log, run_logged
 from examples.common.stats import mean_std
 from linformer_plugin.io import write_jsonl
@@ -500,12 +501,7 @@ def parse_args(argv=None):
     if args.cpu or args.rebuild:
         args.devices = [None]
     else:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if visible is None:
-            import torch
-
-            visible = ",".join(str(i) for i in range(torch.cuda.device_count()))
-        args.devices = [d for d in visible.split(",") if d.strip()]
+        args.devices = visible_gpus()
         if not args.devices:
             p.error("no GPU visible: pass --cpu for a CPU run")
     return args
