@@ -31,6 +31,23 @@ def test_added_runs_take_their_k_and_n():
         quality_study.select_runs(args)
 
 
+def test_a_run_is_estimated_from_the_earlier_run_most_like_it(tmp_path):
+    # a chunk starts a run only if its estimate ends before the deadline: Linformer at n = 4096 must not
+    # be estimated from RoBERTa's slower run at that n when a Linformer of that n and k ran
+    args = quality_study.parse_args(["--data", ".", "--out", str(tmp_path), "--cpu", "--pretrain-estimate", "999"])
+    record = lambda n, k, wall: {"name": f"{n}-{k}", "n": n, "k": k, "pretrain_rc": 0, "pretrain_wall_s": wall}
+    study = quality_study.Study(args, {"a": record(4096, None, 300.0), "b": record(4096, 128, 200.0),
+                                       "c": record(512, 128, 100.0), "d": {**record(1024, 128, 50.0), "pretrain_rc": 1}})
+    Run = quality_study.Run
+    assert study.estimate(Run("x", n=4096, k=128)) == pytest.approx(220.0)  # the same n and k
+    assert study.estimate(Run("x", n=4096, k=256)) == pytest.approx(220.0)  # the same n, a Linformer
+    assert study.estimate(Run("x", n=4096)) == pytest.approx(330.0)  # the same n, full attention
+    del study.previous["a"]
+    assert study.estimate(Run("x", n=4096)) == pytest.approx(220.0)  # the same n
+    assert study.estimate(Run("x", n=2048, k=256)) == pytest.approx(220.0)  # any n (a failed run does not count)
+    assert quality_study.Study(args).estimate(Run("x", n=512)) == 999  # nothing ran: --pretrain-estimate
+
+
 @pytest.fixture
 def sst2_bin(data_bin, tmp_path):
     sst2 = str(tmp_path / "sst2-bin")

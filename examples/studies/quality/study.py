@@ -409,13 +409,19 @@ class Study:
         return result
 
     def estimate(self, run):
-        """Seconds a pretraining run takes: an earlier run's wall time (at this n if any), else --pretrain-estimate."""
+        """Seconds a pretraining run takes: 1.1x the slowest earlier run most like it (the same n and
+        k, else the same n and attention, else the same n, else any n: every run has the same tokens),
+        else --pretrain-estimate."""
         with self.lock:
-            walls = [r["pretrain_wall_s"] for r in self.results + list(self.previous.values())
-                     if r.get("n") == run.n and r.get("pretrain_rc") == 0 and r.get("pretrain_wall_s")]
-        if not walls:  # every run has the same tokens: another n's time is a better guess than none
-            walls = [r["pretrain_wall_s"] for r in self.results if r.get("pretrain_rc") == 0 and r.get("pretrain_wall_s")]
-        return 1.1 * max(walls) if walls else self.args.pretrain_estimate
+            done = [r for r in self.results + list(self.previous.values())
+                    if r.get("pretrain_rc") == 0 and r.get("pretrain_wall_s")]
+        for alike in (lambda r: r.get("n") == run.n and r.get("k") == run.k,
+                      lambda r: r.get("n") == run.n and (r.get("k") is None) == (run.k is None),
+                      lambda r: r.get("n") == run.n, lambda r: True):
+            walls = [r["pretrain_wall_s"] for r in done if alike(r)]
+            if walls:
+                return 1.1 * max(walls)
+        return self.args.pretrain_estimate
 
     def _record(self, result):
         # results.jsonl is rewritten whole after every step: a study cut off keeps what finished
