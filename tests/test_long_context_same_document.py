@@ -17,7 +17,7 @@ from examples.studies.long_context.long_documents import encode_documents, load_
 from examples.studies.long_context.same_document import (FIRST, LABELS, SECOND, corpus_collections, other_partners,
                                                          pair_spans, prepare_same_document, read_pairs)
 from examples.studies.long_context.same_document_report import bootstrap_interval, cluster_draws, summarize
-from examples.studies.long_context.same_document_study import Scheduler, run_record
+from examples.studies.long_context.same_document_study import run_record
 from linformer_plugin.data.common import DataPrepError
 
 WINDOW, TRUNCATE, GAP, STRIDE, PER_DOCUMENT = 128, 32, 16, 32, 6
@@ -193,14 +193,6 @@ def test_bad_corpus_and_lengths(corpus, data_bin, tmp_path):
                            "--corpus", str(tmp_path / "nothing"), "--pretraining-data", data_bin,
                            "--destdir", str(tmp_path / "x")], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 1 and "is not a directory" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_scheduler_runs_first_seeds_alone():
-    s = Scheduler(["0", "1"], per_device=2)
-    assert s.acquire(alone=True) == "0"
-    assert [s.acquire(alone=False), s.acquire(alone=False)] == ["1", "1"]  # not beside the lone run
-    s.release("0")
-    assert s.acquire(alone=False) == "0"
 
 
 def test_run_record_takes_the_last_best_valid_validation():

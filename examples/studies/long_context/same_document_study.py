@@ -38,6 +38,7 @@ from examples.common.fairseq_commands import (DROPOUT, PLUGIN_DIR, SIZE_KEYS, ad
                                               sentence_prediction, size_flags)
 from examples.common.environment import visible_gpus
 from examples.common.fairseq_logs import json_records, parse_train_log, run_logged
+from examples.common.gpu_slots import GpuSlots
 from examples.studies.long_context.prepare_same_document import add_task_args, task_options
 from examples.studies.long_context.same_document_report import PREDICTIONS, RESULTS, read_records, write_table
 from examples.studies.long_context.steps import steady_wps
@@ -156,48 +157,13 @@ def run_record(text, records):
             "error_line": parsed["error_line"]}
 
 
-class Scheduler:
-    """Job slots over GPUs: --jobs-per-gpu per GPU; an ``alone`` job takes a whole idle GPU. Jobs
-    start in order; one that cannot start yet holds back those behind it only while it waits for an
-    idle GPU, so that the runs that measure cost never share."""
-
-    def __init__(self, devices, per_device):
-        self.devices, self.per_device = devices, per_device
-        self.running = {d: 0 for d in devices}
-        self.exclusive = {d: False for d in devices}
-        self.cond = threading.Condition()
-
-    def acquire(self, alone):
-        with self.cond:
-            while True:
-                if alone:
-                    idle = [d for d in self.devices if self.running[d] == 0]
-                    if idle:
-                        self.running[idle[0]], self.exclusive[idle[0]] = 1, True
-                        return idle[0]
-                else:
-                    open_ = [d for d in self.devices if not self.exclusive[d] and self.running[d] < self.per_device]
-                    if open_:
-                        device = min(open_, key=lambda d: self.running[d])
-                        self.running[device] += 1
-                        return device
-                self.cond.wait()
-
-    def release(self, device):
-        with self.cond:
-            self.running[device] -= 1
-            self.exclusive[device] = False
-            self.cond.notify_all()
-
-
 class Study:
     def __init__(self, args, manifest, checkpoints):
         self.args, self.manifest, self.checkpoints = args, manifest, checkpoints
         self.lock = threading.Lock()
         self.records = [r for r in read_records(args.out_dir) if not r.get("error")]
-        self.scheduler = Scheduler(args.devices, args.jobs_per_gpu)
-        self.turn = threading.Condition()  # jobs acquire slots in the queue's order
-        self.next_turn = 0
+        # an alone job takes all of a GPU's slots; spread: shared jobs go to the least-loaded GPU
+        self.slots = GpuSlots(args.devices, args.jobs_per_gpu, placement="spread")
 
     def done(self, model, seed):
         return any(r["model"] == model and r["seed"] == seed for r in self.records)
@@ -216,21 +182,15 @@ class Study:
             write_jsonl(os.path.join(self.args.out_dir, RESULTS), self.records)
             write_table(self.args.out_dir, self.args.task_data, list(MODELS))
 
-    def run(self, position, job):
+    def run(self, job, device, units):
+        """One fine-tuning on ``device``, whose ``units`` slots it was given and gives back."""
         a = self.args
-        with self.turn:  # start in order
-            while self.next_turn != position:
-                self.turn.wait()
-        device = self.scheduler.acquire(job["alone"])
-        with self.turn:
-            self.next_turn += 1
-            self.turn.notify_all()
-        name = f"{job['model']}-seed{job['seed']}"
-        record = {"step": "finetune", "model": job["model"], "seed": job["seed"], "variant": job["variant"],
-                  "n": job["n"], "checkpoint": job["checkpoint"]["path"], "alone": job["alone"],
-                  "device": device, "max_update": a.updates, "batch_size": a.batch_size, "lr": a.lr,
-                  "validate_interval": a.validate_interval}
         try:
+            name = f"{job['model']}-seed{job['seed']}"
+            record = {"step": "finetune", "model": job["model"], "seed": job["seed"], "variant": job["variant"],
+                      "n": job["n"], "checkpoint": job["checkpoint"]["path"], "alone": job["alone"],
+                      "device": device, "max_update": a.updates, "batch_size": a.batch_size, "lr": a.lr,
+                      "validate_interval": a.validate_interval}
             left = self.left()
             if left is not None and left < a.min_job_s:
                 record["error"] = (f"skipped: {left:.0f} s left before --deadline {a.deadline} "
@@ -265,7 +225,7 @@ class Study:
                 + (f"  [{record['error']}]" if record.get("error") else ""))
             self.add(record)
         finally:
-            self.scheduler.release(device)
+            self.slots.release(device, units)
 
 
 def parse_args(argv=None):
@@ -394,7 +354,15 @@ def main(argv=None):
     try:
         slots = 1 if args.cpu else len(args.devices) * args.jobs_per_gpu
         with ThreadPoolExecutor(max(1, slots)) as pool:
-            for future in [pool.submit(study.run, i, job) for i, job in enumerate(jobs)]:
+            futures = []
+            for position, job in enumerate(jobs):
+                # Taken here, one job at a time in queue order (the jobs' threads could reach acquire
+                # out of order). Among waiters, position alone keeps that order too: an alone job
+                # waiting for an idle GPU is not overtaken, as shared jobs all come after the alone
+                # ones and a GPU running an alone job has no free slot.
+                device, units = study.slots.acquire(args.jobs_per_gpu if job["alone"] else 1, position)
+                futures.append(pool.submit(study.run, job, device, units))
+            for future in futures:
                 future.result()
         atomic_write_text(os.path.join(args.out_dir, "env.json"), json.dumps(env.result(), indent=2) + "\n")
         text = write_table(args.out_dir, args.task_data, list(MODELS))

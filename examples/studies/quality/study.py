@@ -40,7 +40,6 @@ CPU smoke (tests):
 
 import argparse
 import json
-import itertools
 import os
 import re
 import shlex
@@ -56,6 +55,7 @@ from examples.common.fairseq_commands import (DROPOUT, PLUGIN_DIR, TRAIN_WITH_PE
                                               sentence_prediction, size_flags, study_size, tiny_size)
 from examples.common.environment import visible_gpus
 from examples.common.fairseq_logs import error_line, json_records, parse_train_log, run_logged
+from examples.common.gpu_slots import GpuSlots
 from examples.common.stats import mean_std
 from linformer_plugin.io import write_jsonl
 
@@ -217,45 +217,6 @@ def _finetuned_seeds(record):
     return {None} if record.get("sst2_test_acc") is not None else set()
 
 
-class Devices:
-    """Job slots: ``per_device`` on each device. A job takes ``units`` slots of one device (a
-    pretraining run takes them all, so that its words/s and peak memory are its own) and waits its
-    turn: of the waiting jobs that fit somewhere, the one first in the study's order goes first."""
-
-    def __init__(self, devices, per_device):
-        self.per_device = per_device
-        self.free = {device: per_device for device in devices}
-        self.cond = threading.Condition()
-        self.waiting = []  # (priority, ticket, units)
-        self.tickets = itertools.count()
-
-    def _fits(self, units):
-        fitting = [d for d, free in self.free.items() if free >= units]
-        return min(fitting, key=lambda d: self.free[d]) if fitting else _NO_DEVICE  # best fit: keep GPUs whole
-
-    def acquire(self, units, priority):
-        units = min(units, self.per_device)
-        with self.cond:
-            me = (priority, next(self.tickets), units)
-            self.waiting.append(me)
-            while True:
-                first = min((w for w in self.waiting if self._fits(w[2]) is not _NO_DEVICE), default=None)
-                if first == me:
-                    break
-                self.cond.wait()
-            self.waiting.remove(me)
-            device = self._fits(units)
-            self.free[device] -= units
-            self.cond.notify_all()  # another waiter may fit what is left
-            return device, units
-
-    def release(self, device, units):
-        with self.cond:
-            self.free[device] += units
-            self.cond.notify_all()
-
-
-_NO_DEVICE = object()
 _ASK = object()  # a fine-tuning with no slot handed over asks for one (None is the CPU "device")
 
 
@@ -267,7 +228,7 @@ class Study:
         self.lock = threading.Lock()
         self.results = []
         self.previous = previous or {}  # name -> the record of an earlier chunk (--resume)
-        self.devices = Devices(args.devices, args.jobs_per_gpu)
+        self.devices = GpuSlots(args.devices, args.jobs_per_gpu)  # pack: GPUs stay whole
         self.started = time.time()
 
     def time_left(self):
