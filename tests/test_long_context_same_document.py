@@ -17,7 +17,7 @@ from examples.studies.long_context.long_documents import encode_documents, load_
 from examples.studies.long_context.same_document import (FIRST, LABELS, SECOND, corpus_collections, other_partners,
                                                          pair_spans, prepare_same_document, read_pairs)
 from examples.studies.long_context.same_document_report import bootstrap_interval, cluster_draws, summarize
-from examples.studies.long_context.same_document_study import run_record
+from examples.studies.long_context.same_document_study import check_resumable, run_record
 from linformer_plugin.data.common import DataPrepError
 
 WINDOW, TRUNCATE, GAP, STRIDE, PER_DOCUMENT = 128, 32, 16, 32, 6
@@ -212,6 +212,18 @@ def test_run_record_takes_the_last_best_valid_validation():
     assert (r["best_update"], r["valid_accuracy"], r["test_accuracy"]) == (30, 70, 66)  # never test's 90
     assert r["wps"] == 300 and r["sentences_per_s"] == 8.0 and r["peak_gpu_mem_mib"] == 1234.5
     assert len(r["curve"]) == 4
+
+
+def test_a_resumed_study_must_keep_its_fine_tuning_setup(tmp_path):
+    import argparse
+
+    args = argparse.Namespace(updates=495, batch_size=16, lr=1e-4, out_dir=str(tmp_path))
+    record = {"model": "roberta-4096", "seed": 1, "max_update": 495, "batch_size": 16, "lr": 1e-4}
+    check_resumable([record], args)  # the same setup: resumes
+    args.updates = 1485
+    with pytest.raises(SystemExit, match=r"roberta-4096 seed 1 fine-tuned with --updates 495 \(now 1485\): "
+                                         "give another --out-dir"):
+        check_resumable([record], args)
 
 
 def test_bootstrap_resamples_documents():

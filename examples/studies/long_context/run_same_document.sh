@@ -9,6 +9,8 @@
 #    Linformer at 4,096 (the k with the lower validation perplexity), RoBERTa at 4,096 and RoBERTa at 512 on the
 #    truncated rows (same_document_study, 3 seeds, into OUT_DIR/same-document-results).
 # Run it again with the same OUT_DIR until the table has every seed; --deadline-at stops both steps in time.
+# Another fine-tuning setup (e.g. --updates 1485 --lr 5e-5) needs its own results folder: add --out-dir OUT_DIR/NAME
+# after it (the study's last --out-dir wins); the checkpoints and the task are shared.
 set -euo pipefail
 [ $# -ge 3 ] || { echo "usage: $0 DOCS_CORPUS_DIR SST2_DIR OUT_DIR [--deadline-at EPOCH] [study flags...]" >&2; exit 2; }
 CORPUS=$(realpath "$1"); SST2=$(realpath "$2"); mkdir -p "$3"; OUT=$(realpath "$3"); shift 3

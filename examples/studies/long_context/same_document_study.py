@@ -157,6 +157,22 @@ def run_record(text, records):
             "error_line": parsed["error_line"]}
 
 
+SETUP = {"max_update": "--updates", "batch_size": "--batch-size", "lr": "--lr"}
+
+
+def check_resumable(records, args):
+    """A call that resumes into OUT must fine-tune as the runs already there did: their records are
+    kept and would else be reported beside runs of another setup."""
+    for r in records:
+        differ = [f"{flag} {r.get(key)} (now {getattr(args, 'updates' if key == 'max_update' else key)})"
+                  for key, flag in SETUP.items()
+                  if r.get(key) != getattr(args, "updates" if key == "max_update" else key)]
+        if differ:
+            raise SystemExit(f"{os.path.join(args.out_dir, RESULTS)} holds {r['model']} seed {r['seed']} fine-tuned "
+                             f"with {', '.join(differ)}: give another --out-dir for this setup (or remove that "
+                             f"file to start over)")
+
+
 class Study:
     def __init__(self, args, manifest, checkpoints):
         self.args, self.manifest, self.checkpoints = args, manifest, checkpoints
@@ -336,6 +352,7 @@ def main(argv=None):
     args.work_dir = args.work_dir or tempfile.mkdtemp(prefix="same_document_study_")
     os.makedirs(args.work_dir, exist_ok=True)
     study = Study(args, manifest, checkpoints)
+    check_resumable(study.records, args)
     command = module_command(__spec__.name, argv if argv is not None else sys.argv[1:])
     env = ThreadPoolExecutor(1).submit(environment, command, "cpu" if args.cpu else "cuda", args.python)
     # first seeds alone (cost), longest first; then the other seeds, longest first
