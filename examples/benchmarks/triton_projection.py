@@ -124,9 +124,9 @@ else:
     _kernels = {
         "forward": triton.autotune(_configs(("BR", "BP", "BC"), [(64, 64, 64), (128, 64, 64), (64, 32, 128),
                                                                  (128, 32, 128), (64, 64, 128)]),
-                                   key=["R", "C"])(_forward_kernel),
+                                   key=["S", "R", "C"])(_forward_kernel),
         "grad_x": triton.autotune(_configs(("BP", "BR", "BC"), [(64, 64, 64), (128, 64, 64), (64, 32, 128),
-                                                                (128, 32, 128)]), key=["R", "C"])(_grad_x_kernel),
+                                                                (128, 32, 128)]), key=["S", "R", "C"])(_grad_x_kernel),
         "grad_w": triton.autotune(_configs(("BR", "BQ", "BC"), [(64, 64, 64), (128, 64, 64), (64, 128, 64),
                                                                 (128, 128, 32)]), key=["R", "S", "C"])(_grad_w_kernel),
     }
