@@ -65,3 +65,51 @@ def test_whole_model_report_and_tiny_defaults():
     assert "| mlm | error |" in table and "- pretrain mlm ours_k128: OOM (x.log)" in table
     args = whole_model.parse_args(["--cpu", "--tiny", "--length", "32"])
     assert args.length == 32 and args.k == 16 and args.pretrain_lengths == [64, 128]  # given flags win
+
+
+def _write_idx(path, count):
+    """The header of a fairseq mmap index (MMapIndexedDataset.Index) of ``count`` examples."""
+    import struct
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"MMIDIDX\x00\x00" + struct.pack("<Q", 1) + struct.pack("<B", 4) + struct.pack("<Q", count))
+
+
+def test_validate_subset_falls_back_to_train_when_valid_is_too_small(tmp_path):
+    # the long set of the docs corpus: 28 valid windows, 1,380 train; 3 warm-up batches on CUDA
+    _write_idx(tmp_path / "long" / "input0" / "valid.idx", 28)
+    _write_idx(tmp_path / "long" / "input0" / "train.idx", 1380)
+    _write_idx(tmp_path / "sst2" / "input0" / "valid.idx", 6735)
+    _write_idx(tmp_path / "sst2" / "input0" / "train.idx", 60614)
+    assert whole_model.num_examples(str(tmp_path / "long"), "valid") == 28
+    assert whole_model.num_examples(str(tmp_path / "long"), "test") is None
+    assert whole_model.validate_subset(str(tmp_path / "long"), 32, 3) == "train"
+    assert whole_model.validate_subset(str(tmp_path / "long"), 256, 3) == "train"
+    assert whole_model.validate_subset(str(tmp_path / "sst2"), 256, 3) == "valid"
+    assert whole_model.validate_subset(str(tmp_path / "missing"), 32, 3) == "valid"
+
+
+def test_pretrain_alone_prepares_no_classification_data(tmp_path):
+    bin_dir = tmp_path / "data-bin"
+    bin_dir.mkdir()
+    args = whole_model.parse_args(["--cpu", "--tiny", "--parts", "pretrain", "--pretraining-data", str(bin_dir),
+                                   "--work-dir", str(tmp_path / "work")])
+    whole_model.prepare(args)  # no --sst2 needed, no SST-2 or long data-bin built
+    assert args.sst2_data is None and args.long_data is None and not (tmp_path / "work").exists()
+
+
+def test_finetune_starts_from_no_stale_checkpoint(tmp_path, monkeypatch):
+    """A rerun in the same --work-dir: fairseq-train would resume checkpoint_last.pt (already at
+    --max-update) instead of training."""
+    sst2 = tmp_path / "sst2-bin"
+    (sst2 / "label").mkdir(parents=True)
+    (sst2 / "label" / "dict.txt").write_text("0 1\n1 1\n")
+    args = whole_model.parse_args(["--cpu", "--tiny", "--models", "ours", "--sst2-data", str(sst2),
+                                   "--pretraining-data", str(tmp_path), "--work-dir", str(tmp_path / "work")])
+    stale = Path(whole_model.sst2_checkpoint(args, "ours"))
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    seen = []
+    monkeypatch.setattr(whole_model, "train_job", lambda *a: seen.append((a[3], stale.exists())))
+    whole_model.finetune(args, None)
+    assert seen == [("sst2 n=64 b=8", False)]

@@ -7,15 +7,17 @@ First the data, then the parts (``--parts``, in this order; each record goes to
              from --corpus (the docs-corpus layout: COLLECTION/{train,valid,test}.txt.xz, or train.txt
              and valid.txt), SST-2 from --sst2 ({train,dev}.tsv) with its dictionary, and a long-text
              classification set (the collections told apart from windows of --long-length tokens, and
-             the same windows cut to 512) when --collections names two or more. --pretraining-data,
-             --sst2-data, --long-data give ready data-bins instead.
+             the same windows cut to 512) when --collections names two or more (SST-2 and the long set
+             only for finetune or inference). --pretraining-data, --sst2-data, --long-data give ready
+             data-bins instead.
   finetune   fairseq-train sentence_prediction from random weights on SST-2 (max positions 512) and on
              the long set: words/s (real tokens), sentences/s (bsz x ups) of the last train_inner
              interval, peak GPU memory. The SST-2 runs save the checkpoints the inference part reads.
-  inference  fairseq-validate sentences/s on SST-2's and the long set's (cut to 512) valid split, and
-             the hub's encode_batch + predict on 512-token inputs (full, and lengths spread over
-             256..512: right-padded batches), at each batch size. Checkpoints missing: made with a
-             few SST-2 updates first.
+  inference  fairseq-validate sentences/s on SST-2's and the long set's (cut to 512) valid split (the
+             train split, named in the job, where valid holds fewer than the warm-up + 2 batches: the
+             long set's valid split is a few dozen windows), and the hub's encode_batch + predict on
+             512-token inputs (full, and lengths spread over 256..512: right-padded batches), at each
+             batch size. Checkpoints missing: made with a few SST-2 updates first.
   pretrain   fairseq-train masked_lm with --sample-break-mode complete and complete_doc at each
              --pretrain-lengths n, --pretrain-tokens tokens a batch (padding included): words/s, peak memory.
 
@@ -23,8 +25,10 @@ Models are randomly initialised (speed only), base size (12 x 768), fp16, k = 12
 runs fairseq's own roberta_base (with --user-dir linformer_plugin only where a checkpoint is loaded:
 the plugin's torch.load allow-list reads fairseq checkpoints under torch >= 2.6).
 
-One H200, all parts: about 10 minutes; in two device calls of about 5 each (the data is prepared
-again in a fresh machine, about a minute):
+One H200, all parts: about 10 minutes (an estimate from the code, not yet measured: ~15 s of start-up
+per child; finetune + inference 14 children, about 6 minutes with the data; pretrain 8, about 4); in
+two device calls (the data is prepared again in a fresh machine, about a minute). A call with a time
+limit wants --timeout (per child, default 900 s) well under it, e.g. 180:
     python -m examples.benchmarks.whole_model --corpus .corpus/docs-corpus --sst2 .corpus/sst-2 \\
         --parts finetune inference --out-dir OUT
     python -m examples.benchmarks.whole_model --corpus .corpus/docs-corpus --sst2 .corpus/sst-2 \\
@@ -39,8 +43,11 @@ import json
 import lzma
 import os
 import shlex
+import shutil
+import struct
 import sys
 import tempfile
+import time
 
 from examples.benchmarks.train import run_training
 from examples.benchmarks.validate_with_speed import parse_speed
@@ -91,7 +98,8 @@ def raw_text(args):
 
 
 def prepare(args):
-    """Fill args.pretraining_data, args.sst2_data and args.long_data (None: no long set)."""
+    """Fill args.pretraining_data, args.sst2_data and args.long_data (None: no long set); the last two
+    only where --parts needs them (finetune, inference)."""
     from linformer_plugin.data.classification import prepare_classification_data
     from linformer_plugin.data.pretraining import prepare_pretraining_data
 
@@ -106,6 +114,8 @@ def prepare(args):
                                  vocab_size=args.vocab_size, workers=workers)
     spm = os.path.join(args.pretraining_data, "sentencepiece.bpe.model")
     vocab = os.path.join(args.pretraining_data, "dict.txt")
+    if not set(args.parts) & {"finetune", "inference"}:  # pretraining alone needs no SST-2 and no long set
+        return
     if args.sst2_data is None:
         if args.sst2 is None:
             raise SystemExit("give --sst2 (a folder of train.tsv and dev.tsv) or --sst2-data (a data-bin)")
@@ -143,6 +153,29 @@ def long_variants(args):
 def num_classes(data):
     with open(os.path.join(data, "label", "dict.txt"), encoding="utf-8") as f:
         return sum(1 for line in f if line.strip() and not line.startswith("madeupword"))
+
+
+def num_examples(data, split):
+    """Examples in a sentence_prediction data-bin's split (its input0 mmap index header); None if
+    the split is missing or not in fairseq's mmap format."""
+    try:
+        with open(os.path.join(data, "input0", f"{split}.idx"), "rb") as f:
+            if f.read(9) != b"MMIDIDX\x00\x00":
+                return None
+            f.read(8 + 1)  # version, dtype code
+            return struct.unpack("<Q", f.read(8))[0]
+    except (OSError, struct.error):
+        return None
+
+
+def validate_subset(data, batch, warmup):
+    """The split fairseq-validate times: valid, unless it holds fewer than warmup + 2 batches and
+    train holds more (the long set's valid split: a few dozen windows, under one batch)."""
+    needed = (warmup + 2) * batch
+    valid, train = num_examples(data, "valid"), num_examples(data, "train")
+    if valid is not None and valid < needed and train is not None and train > valid:
+        return "train"
+    return "valid"
 
 
 # ----------------------------------------------------------------------------- commands
@@ -185,10 +218,15 @@ def pretrain_command(args, model, n, mode, updates):
             *common_flags(args, log_interval), "--no-save"]
 
 
-def validate_command(args, model, checkpoint, data, batch):
+def validate_warmup(args):
+    """Untimed fairseq-validate batches (VALIDATE_WARMUP of examples.benchmarks.validate_with_speed)."""
+    return 1 if args.tiny else 3
+
+
+def validate_command(args, model, checkpoint, data, batch, subset="valid"):
     cmd = [args.python, "-m", "examples.benchmarks.validate_with_speed", data, "--path", checkpoint,
            "--task", "sentence_prediction", "--criterion", "sentence_prediction", "--user-dir", PLUGIN_DIR, "--model-overrides", repr({"data": data}),
-           "--valid-subset", "valid", "--batch-size", str(batch), "--max-valid-steps", str(args.validate_steps),
+           "--valid-subset", subset, "--batch-size", str(batch), "--max-valid-steps", str(args.validate_steps),
            "--num-workers", str(args.num_workers), "--skip-invalid-size-inputs-valid-test", "--log-format", "json"]
     return cmd + (["--cpu"] if args.cpu else ["--fp16"])
 
@@ -242,12 +280,14 @@ def train_job(args, rec, part, job, model, cmd):
 def logged_job(args, rec, part, job, model, cmd):
     """One child process; returns (record so far, the log's text)."""
     log_path = rec.log_path(f"{part} {job} {model}")
+    started = time.time()
     with tempfile.TemporaryDirectory(prefix="whole_model_") as workdir:
-        rc, text, timed_out = run_logged(cmd, log_path, args.timeout, env=child_env({"VALIDATE_WARMUP": "1" if
-                                         args.tiny else "3"}), cwd=workdir, header=True)
+        rc, text, timed_out = run_logged(cmd, log_path, args.timeout, cwd=workdir, header=True,
+                                         env=child_env({"VALIDATE_WARMUP": str(validate_warmup(args))}))
     error = f"timeout after {args.timeout}s" if timed_out else (
         None if rc == 0 else parse_train_log(text)["error_line"] or f"exit status {rc}")
     return {"part": part, "job": job, "model": model_name(args, model), "error": error,
+            "wall_s": round(time.time() - started, 1),
             "log": os.path.relpath(log_path, args.out_dir), "command": shlex.join(cmd)}, text
 
 
@@ -260,6 +300,8 @@ def finetune(args, rec):
     for batch in args.sst2_batch_sizes:
         for model in args.models:
             save = os.path.dirname(sst2_checkpoint(args, model)) if batch == args.sst2_batch_sizes[0] else None
+            if save:  # a checkpoint of an earlier run in this --work-dir would be resumed (and go no further)
+                shutil.rmtree(save, ignore_errors=True)
             cmd = finetune_command(args, model, args.sst2_data, args.length, batch, args.finetune_updates, save)
             train_job(args, rec, "finetune", f"sst2 n={args.length} b={batch}", model, cmd)
     if long_data is None:
@@ -277,12 +319,19 @@ def inference(args, rec):
             cmd = finetune_command(args, model, args.sst2_data, args.length, args.sst2_batch_sizes[0], 2,
                                    os.path.dirname(sst2_checkpoint(args, model)))
             train_job(args, rec, "inference", "make checkpoint (2 updates)", model, cmd)
+    if long_cut and num_classes(long_cut) != num_classes(args.sst2_data):
+        print(f"inference: the long set has {num_classes(long_cut)} classes, the SST-2 checkpoints' head "
+              f"{num_classes(args.sst2_data)}: not validated", flush=True)
+        long_cut = None
     sets = [("sst2", args.sst2_data)] + ([(f"long cut to {args.length}", long_cut)] if long_cut else [])
     for name, data in sets:
         for batch in args.validate_batch_sizes:
+            subset = validate_subset(data, batch, validate_warmup(args))
+            job = f"validate {name}" + ("" if subset == "valid" else f" ({subset} split)") + f" b={batch}"
             for model in args.models:
-                cmd = validate_command(args, model, sst2_checkpoint(args, model), data, batch)
-                record, text = logged_job(args, rec, "inference", f"validate {name} b={batch}", model, cmd)
+                cmd = validate_command(args, model, sst2_checkpoint(args, model), data, batch, subset)
+                record, text = logged_job(args, rec, "inference", job, model, cmd)
+                record["subset"] = subset
                 speed = parse_speed(text) or {}
                 record.update(sentences_per_s=speed.get("sentences_per_s"), wps=speed.get("tokens_per_s"),
                               batches=speed.get("batches"), peak_gpu_mem_mib=parse_train_log(text)["peak_gpu_mem_mib"])
