@@ -300,6 +300,11 @@ def test_same_document_study_cpu_smoke(task, corpus, data_bin, tmp_path):
     table = (out / "table.md").read_text()
     assert "| linformer-4096 | window-128 | 1, 2 |" in table and "| roberta-512 | truncated-32 |" in table
     assert "linformer-4096 - roberta-512 (test)" in table and "naive_bayes" in table
+    try:
+        import matplotlib  # noqa: F401  (the plot's only need)
+        assert (out / "accuracy_by_update.png").stat().st_size > 0
+    except ImportError:
+        assert not (out / "accuracy_by_update.png").exists()
     again = run(cmd, cwd=REPO)
     assert "0 runs" in again and [json.loads(line) for line in open(out / "results.jsonl")] == records
     # a checkpoint given for the wrong model is refused before anything runs, naming the problem

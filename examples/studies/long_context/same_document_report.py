@@ -2,7 +2,9 @@
 interval over documents), paired differences, words/s and peak memory of the runs that had a GPU
 to themselves, and the CPU baselines.
 
-    python -m examples.studies.long_context.same_document_report OUT   # rebuild OUT/table.md
+    python -m examples.studies.long_context.same_document_report OUT   # rebuild OUT/table.md (and the plot)
+
+With matplotlib, OUT/accuracy_by_update.png: each run's valid and test accuracy at its validations.
 
 The bootstrap resamples A's documents (``same_document.cluster_of``), not rows: the rows of one
 document overlap and share its B, so they are not independent. Each replicate draws documents
@@ -22,7 +24,7 @@ from examples.common.stats import mean_std
 
 BOOTSTRAP_REPLICATES = 2000
 BOOTSTRAP_SEED = 12345
-RESULTS, TABLE, PREDICTIONS = "results.jsonl", "table.md", "predictions"
+RESULTS, TABLE, PREDICTIONS, PLOT = "results.jsonl", "table.md", "predictions", "accuracy_by_update.png"
 
 
 def read_records(out_dir: str) -> List[dict]:
@@ -172,6 +174,48 @@ def write_table(out_dir: str, task_data: str, models: List[str]) -> str:
     return text
 
 
+def write_plot(out_dir: str, models: List[str]) -> Optional[str]:
+    """PLOT: valid (left) and test (right) accuracy against fine-tuning updates, a line per run
+    (model colour, one line per seed), chance at 50%. None (and no file) without matplotlib."""
+    import logging
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # before its import logs at DEBUG
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    from linformer_plugin.io import atomic_output
+
+    records = [r for r in read_records(out_dir) if r.get("curve")]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    colours = {m: f"C{i}" for i, m in enumerate(models)}
+    for ax, subset in zip(axes, ("valid", "test")):
+        labelled = set()
+        for r in records:
+            points = [(c["num_updates"], c[f"{subset}_accuracy"]) for c in r["curve"]
+                      if c.get("num_updates") is not None and c.get(f"{subset}_accuracy") is not None]
+            if points:
+                ax.plot([float(u) for u, _ in points], [float(a) for _, a in points], "o-", markersize=3,
+                        color=colours.get(r["model"], "k"), alpha=0.8,
+                        label=None if r["model"] in labelled else r["model"])
+                labelled.add(r["model"])
+        ax.axhline(50, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_title(f"{subset} accuracy")
+        ax.set_xlabel("fine-tuning updates")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("accuracy (%)")
+    fig.tight_layout()
+    path = os.path.join(out_dir, PLOT)
+    with atomic_output(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
@@ -179,6 +223,7 @@ def main(argv=None):
     with open(os.path.join(argv[0], "study.json"), encoding="utf-8") as f:
         study = json.load(f)
     print(write_table(argv[0], study["task_data"], study["models"]))
+    write_plot(argv[0], study["models"])
 
 
 if __name__ == "__main__":

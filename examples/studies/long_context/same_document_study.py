@@ -40,7 +40,8 @@ from examples.common.environment import visible_gpus
 from examples.common.fairseq_logs import json_records, parse_train_log, run_logged
 from examples.common.gpu_slots import GpuSlots
 from examples.studies.long_context.prepare_same_document import add_task_args, task_options
-from examples.studies.long_context.same_document_report import PREDICTIONS, RESULTS, read_records, write_table
+from examples.studies.long_context.same_document_report import (PREDICTIONS, RESULTS, read_records, write_plot,
+                                                                write_table)
 from examples.studies.long_context.steps import steady_wps
 
 TRAIN_AND_PREDICT = "examples.studies.long_context.train_and_predict"
@@ -383,6 +384,7 @@ def main(argv=None):
                 future.result()
         atomic_write_text(os.path.join(args.out_dir, "env.json"), json.dumps(env.result(), indent=2) + "\n")
         text = write_table(args.out_dir, args.task_data, list(MODELS))
+        write_plot(args.out_dir, list(MODELS))
         print(text)
     finally:
         if own_work:
