@@ -30,7 +30,6 @@ from contextlib import contextmanager, nullcontext
 import argparse
 import json
 import os
-import statistics
 import sys
 
 import torch
@@ -40,6 +39,8 @@ if "--cpu" in sys.argv:  # Triton's interpreter runs the kernels on the CPU: set
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
+
+from examples.benchmarks.attention import _median_ms, padding_mask  # noqa: E402
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -221,22 +222,14 @@ def reference(x, weight, padding_mask):
     return torch.stack(out, dim=1)
 
 
-def lengths_for(kind, seq_len, bsz, generator=None):
-    if kind == "none":
-        return torch.full((bsz,), seq_len)
-    # as examples.benchmarks.attention: sentence b has n - b n / (2B) tokens, over (n/2, n]
-    return torch.tensor([seq_len - (b * seq_len) // (2 * bsz) for b in range(bsz)])
-
-
-def padding_mask_for(kind, lengths, seq_len, device, generator=None):
-    positions = torch.arange(seq_len)[None, :]
-    if kind in ("none", "right"):
-        mask = positions >= lengths[:, None]
-    elif kind == "left":
-        mask = positions < (seq_len - lengths)[:, None]
-    else:  # interior: each sentence's pads at a random place
-        mask = torch.zeros(len(lengths), seq_len, dtype=torch.bool)
-        for b, length in enumerate(lengths.tolist()):
+def padding_mask_for(kind, seq_len, bsz, device, generator=None):
+    """B x S, True at pads, with examples.benchmarks.attention's lengths (sentence b has n - b n / (2B)
+    tokens) on the right or the left; "interior": each sentence's pads at a random place; "none"."""
+    if kind in ("right", "left"):
+        return padding_mask(seq_len, bsz, device, kind)
+    mask = torch.zeros(bsz, seq_len, dtype=torch.bool)
+    if kind == "interior":
+        for b, length in enumerate((~padding_mask(seq_len, bsz, "cpu")).sum(dim=1).tolist()):
             start = int(torch.randint(0, length + 1, (1,), generator=generator))
             mask[b, start:start + seq_len - length] = True
     return mask.to(device)
@@ -245,8 +238,7 @@ def padding_mask_for(kind, lengths, seq_len, device, generator=None):
 def check(device, seq_len, bsz, channels, rows, kind, dtype, b_major=False, seed=0):
     """Largest relative errors of forward, grad x and grad E against float64."""
     g = torch.Generator().manual_seed(seed)
-    lengths = lengths_for(kind, seq_len, bsz)
-    mask = padding_mask_for(kind, lengths, seq_len, device, g)
+    mask = padding_mask_for(kind, seq_len, bsz, device, g)
     shape = (bsz, seq_len, channels) if b_major else (seq_len, bsz, channels)
     x = torch.randn(*shape, generator=g).to(device=device, dtype=dtype)
     x = x.transpose(0, 1) if b_major else x
@@ -272,28 +264,12 @@ def check(device, seq_len, bsz, channels, rows, kind, dtype, b_major=False, seed
             else bool((x.grad[mask.T] == 0).all())}
 
 
-def _time(fn, repeat, warmup):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def time_case(seq_len, tokens, channels, rows, kind, dtype, b_major, repeat, warmup):
     from linformer_plugin.modules.padding import project_per_sentence as library_path
 
     device = torch.device("cuda")
     bsz = max(1, tokens // seq_len)
-    lengths = lengths_for(kind, seq_len, bsz)
-    mask = padding_mask_for(kind, lengths, seq_len, device)
+    mask = padding_mask_for(kind, seq_len, bsz, device)
     shape = (bsz, seq_len, channels) if b_major else (seq_len, bsz, channels)
     x = torch.randn(*shape, device=device, dtype=dtype)
     x = (x.transpose(0, 1) if b_major else x).requires_grad_(True)
@@ -307,15 +283,16 @@ def time_case(seq_len, tokens, channels, rows, kind, dtype, b_major, repeat, war
     grad = torch.randn(rows, bsz, channels, device=device, dtype=dtype)
     record = {"n": seq_len, "batch": bsz, "channels": channels, "rows": rows, "padding": kind,
               "dtype": str(dtype).replace("torch.", ""), "x_layout": "B-major" if b_major else "S-major",
-              "real_tokens": int(lengths.sum())}
+              "real_tokens": int((~mask).sum())}
+
+    def clear_grads():
+        x.grad = weight.grad = None
+
     for name, fn in impls.items():
         with torch.no_grad():
-            record[f"{name}_forward_ms"] = round(_time(fn, repeat, warmup), 4)
-
-        def train():
-            x.grad = weight.grad = None
-            fn().backward(grad)
-        record[f"{name}_train_ms"] = round(_time(train, repeat, warmup), 4)
+            record[f"{name}_forward_ms"] = round(_median_ms(fn, device, warmup, repeat), 4)
+        record[f"{name}_train_ms"] = round(_median_ms(lambda: fn().backward(grad), device, warmup, repeat,
+                                                      before=clear_grads), 4)
     return record
 
 
@@ -343,7 +320,7 @@ def check_module(device, dtype, seed=0):
         module = LinformerSelfAttention(64, 4, max_positions=48, compressed_dim=16).to(device=device, dtype=dtype)
         module.eval()  # no dropout: both runs see the same products
         x = torch.randn(40, 3, 64, device=device, dtype=dtype)
-        mask = padding_mask_for(kind, torch.tensor([40, 31, 22]), 40, device)
+        mask = padding_mask_for(kind, 40, 3, device)
         results = []
         for patched in (False, True):
             module.zero_grad(set_to_none=True)

@@ -48,6 +48,26 @@ def error_line(lines):
     return useful[-1][:500] if useful else ""
 
 
+def steady_rate(inner, per_update, settle=0.5):
+    """Units per second over the train_inner intervals of the last (1 - settle) of the updates:
+    ``per_update`` (a record's per-update count, "wpb" for words or "bsz" for sentences) times the
+    interval's updates over its seconds, summed; not a mean of rates. The first updates run slower
+    while the allocator and the kernels' choices settle (and with complete_doc every batch has
+    another shape). None without intervals."""
+    if not inner:
+        return None
+    last = int(inner[-1]["num_updates"])
+    units = seconds = 0.0
+    done = 0
+    for r in inner:
+        start, done = done, int(r["num_updates"])
+        updates = done - start
+        if start >= settle * last and float(r["ups"]) > 0:
+            units += float(r[per_update]) * updates
+            seconds += updates / float(r["ups"])
+    return units / seconds if seconds else None
+
+
 def parse_train_log(text, records=None):
     """words/s of the last train_inner line (else the epoch's train line), peak GPU memory, error line
     of a fairseq-train log. ``records``: the log's ``json_records``, if the caller has them already."""

@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from examples.common.fairseq_commands import (DROPOUT, PLUGIN_DIR, SIZE_KEYS, adam_polynomial, child_env, restore,
                                               sentence_prediction, size_flags)
 from examples.common.environment import visible_gpus
-from examples.common.fairseq_logs import json_records, parse_train_log, run_logged
+from examples.common.fairseq_logs import json_records, parse_train_log, run_logged, steady_rate
 from examples.common.gpu_slots import GpuSlots
 from examples.studies.long_context.prepare_same_document import add_task_args, task_options
 from examples.studies.long_context.same_document_report import (PREDICTIONS, RESULTS, read_records, write_plot,
@@ -126,19 +126,8 @@ def finetune_command(args, job, save_dir, predictions):
     return cmd + (["--cpu"] if args.cpu else ["--fp16"])
 
 
-def sentences_per_s(inner, settle=0.5):
-    """Sentences/s over the log intervals of the last half of the updates (as steady_wps)."""
-    if not inner:
-        return None
-    last = int(inner[-1]["num_updates"])
-    sentences = seconds = 0.0
-    done = 0
-    for r in inner:
-        start, done = done, int(r["num_updates"])
-        if start >= settle * last and float(r["ups"]) > 0:
-            sentences += float(r["bsz"]) * (done - start)
-            seconds += (done - start) / float(r["ups"])
-    return round(sentences / seconds, 2) if seconds else None
+def _rounded(value, digits):
+    return None if value is None else round(value, digits)
 
 
 def run_record(text, records):
@@ -154,20 +143,19 @@ def run_record(text, records):
     return {"curve": curve, "best_update": best and best["num_updates"],
             "valid_accuracy": best and best["valid_accuracy"], "test_accuracy": best and best["test_accuracy"],
             "num_updates": parsed["num_updates"], "wps": steady_wps(inner) if inner else parsed["wps"],
-            "sentences_per_s": sentences_per_s(inner), "peak_gpu_mem_mib": parsed["peak_gpu_mem_mib"],
+            "sentences_per_s": _rounded(steady_rate(inner, "bsz"), 2), "peak_gpu_mem_mib": parsed["peak_gpu_mem_mib"],
             "error_line": parsed["error_line"]}
 
 
-SETUP = {"max_update": "--updates", "batch_size": "--batch-size", "lr": "--lr"}
+SETUP = {"max_update": ("--updates", "updates"), "batch_size": ("--batch-size", "batch_size"), "lr": ("--lr", "lr")}
 
 
 def check_resumable(records, args):
     """A call that resumes into OUT must fine-tune as the runs already there did: their records are
     kept and would else be reported beside runs of another setup."""
     for r in records:
-        differ = [f"{flag} {r.get(key)} (now {getattr(args, 'updates' if key == 'max_update' else key)})"
-                  for key, flag in SETUP.items()
-                  if r.get(key) != getattr(args, "updates" if key == "max_update" else key)]
+        differ = [f"{flag} {r.get(key)} (now {getattr(args, attr)})" for key, (flag, attr) in SETUP.items()
+                  if r.get(key) != getattr(args, attr)]
         if differ:
             raise SystemExit(f"{os.path.join(args.out_dir, RESULTS)} holds {r['model']} seed {r['seed']} fine-tuned "
                              f"with {', '.join(differ)}: give another --out-dir for this setup (or remove that "

@@ -9,7 +9,8 @@ import time
 from examples.common.fairseq_commands import (DROPOUT, PLUGIN_DIR, REPO_ROOT, SIZE_KEYS, TRAIN_WITH_PEAK_MEMORY,
                                               adam_polynomial, child_env, masked_lm, restore as restore_flags,
                                               sentence_prediction, size_flags)
-from examples.common.fairseq_logs import json_records, parse_train_log, run_logged  # light: no torch, no fairseq
+# light: no torch, no fairseq
+from examples.common.fairseq_logs import json_records, parse_train_log, run_logged, steady_rate
 
 _lock = threading.Lock()
 
@@ -144,21 +145,9 @@ def pretrain_roberta(args, size, n):
 
 
 def steady_wps(inner, settle=0.5):
-    """Words/s over the log intervals of the last (1 - settle) of the updates: words over seconds,
-    not a mean of rates. With complete_doc every batch has another shape, and the first few dozen
-    updates run slower while the allocator and the kernels' choices settle."""
-    if not inner:
-        return None
-    last = int(inner[-1]["num_updates"])
-    words = seconds = 0.0
-    done = 0
-    for r in inner:
-        start, done = done, int(r["num_updates"])
-        updates = done - start
-        if start >= settle * last and float(r["ups"]) > 0:
-            words += float(r["wpb"]) * updates
-            seconds += updates / float(r["ups"])
-    return round(words / seconds) if seconds else None
+    """Words/s of the settled updates (examples.common.fairseq_logs.steady_rate), rounded."""
+    rate = steady_rate(inner, "wpb", settle)
+    return None if rate is None else round(rate)
 
 
 def _run_fields(args, kind, n, break_mode):
