@@ -48,6 +48,24 @@ def test_a_run_is_estimated_from_the_earlier_run_most_like_it(tmp_path):
     assert quality_study.Study(args).estimate(Run("x", n=512)) == 999  # nothing ran: --pretrain-estimate
 
 
+@pytest.mark.parametrize("keep_checkpoints", [False, True])
+def test_a_kept_run_whose_checkpoint_is_gone(tmp_path, keep_checkpoints):
+    # --resume keeps an earlier chunk's run that needs nothing more; --keep-checkpoints pretrains it
+    # again when its checkpoint is gone (a study that fine-tunes the checkpoints afterwards)
+    argv = ["--data", ".", "--out", str(tmp_path), "--cpu", "--resume", "--finetune-updates", "0",
+            "--runs", "roberta_n4096"] + (["--keep-checkpoints"] if keep_checkpoints else [])
+    args = quality_study.parse_args(argv)
+    run, = quality_study.select_runs(args)
+    previous = {"name": run.name, "n": run.n, "k": run.k, "flags": run.flags, "max_update": args.max_update,
+                "tokens_per_update": max(1, args.tokens // run.n) * run.n, "pretrain_rc": 0, "valid_ppl": 391.7}
+    study = quality_study.Study(args, {run.name: previous})
+    started = []
+    study._run = lambda cmd, log_name, device, estimate_s=0: started.append(log_name)  # "not started": None
+    result = study.study((0, run))
+    assert started == ([f"{run.name}.pretrain.log"] if keep_checkpoints else [])
+    assert result["valid_ppl"] == 391.7  # not started (the deadline): the earlier record stays
+
+
 @pytest.fixture
 def sst2_bin(data_bin, tmp_path):
     sst2 = str(tmp_path / "sst2-bin")

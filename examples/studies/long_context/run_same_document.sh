@@ -19,21 +19,7 @@ if [ "${1:-}" = --deadline-at ]; then DEADLINE=(--deadline-at "$2"); END=$2; shi
 cd "$(dirname "${BASH_SOURCE[0]}")/../../.."  # the repository root
 RUNS=(roberta_n4096 linformer_n4096_k128 roberta_n512 linformer_n4096_k256)
 CKPT=$OUT/study/checkpoints
-if [ -s "$OUT/study/results.jsonl" ]; then  # keep only the records whose checkpoints are still here
-  python - "$OUT/study/results.jsonl" "$CKPT" "${RUNS[@]}" <<'EOF'
-import json, os, sys
-path, checkpoints, runs = sys.argv[1], sys.argv[2], set(sys.argv[3:])
-records = [json.loads(line) for line in open(path) if line.strip()]
-kept = [r for r in records if r["name"] not in runs
-        or os.path.isfile(os.path.join(checkpoints, r["name"], "pretrain", "checkpoint_last.pt"))]
-for r in records:
-    if r not in kept:
-        print(f"{r['name']}: its checkpoint is gone; pretraining it again")
-with open(path, "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in kept)
-EOF
-fi
-bash examples/studies/quality/run_same_n.sh "$CORPUS" "$SST2" "$OUT" "${DEADLINE[@]}" --runs "${RUNS[@]}"
+bash examples/studies/quality/run_same_n.sh "$CORPUS" "$SST2" "$OUT" "${DEADLINE[@]}" --keep-checkpoints --runs "${RUNS[@]}"
 
 LIN=$(python - "$OUT/study/results.jsonl" <<'EOF'
 import json, sys

@@ -323,7 +323,8 @@ class Study:
         done_seeds = _finetuned_seeds(previous)
         missing = [seed for seed in seeds if seed not in done_seeds] if wants_finetune else []
         held = []  # slots of the pretraining run's GPU handed to its fine-tunings
-        if previous and self._same_setup(previous, run) and (not missing or os.path.exists(pretrained)):
+        needs_checkpoint = bool(missing) or self.args.keep_checkpoints
+        if previous and self._same_setup(previous, run) and (not needs_checkpoint or os.path.exists(pretrained)):
             result = dict(previous)  # an earlier chunk's run: kept, only its missing fine-tunings run
             self._record(result)
         else:
@@ -443,6 +444,9 @@ def parse_args(argv=None):
                    help="keep the runs OUT/results.jsonl already holds (same n, k, flags, updates and tokens) and "
                    "run only what is missing: a study run in chunks (a pretraining whose checkpoint is gone is "
                    "run again if its fine-tunings are missing)")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="with --resume: a pretraining whose checkpoint is gone is run again in every case (for "
+                   "studies that fine-tune the checkpoints afterwards, e.g. run_same_document.sh)")
     p.add_argument("--deadline", type=float, default=0,
                    help="seconds: start no job that would not end within this many seconds of the start, and "
                    "stop those still running then (0: none)")
