@@ -95,6 +95,10 @@ def test_benchmark_attention_paddings_and_short_inputs_cpu_smoke(tmp_path):
     assert "sdpa_full/ours k=32" in report
     with pytest.raises(SystemExit):
         bench_attention.parse_args(["--padded", "--paddings", "left"])
+    # a padded batch of one sentence would time the padded path on a mask without pads: refused, with the fix
+    record = bench_attention.time_case("ours", 64, 16, "fp32", 64, embed_dim=32, num_heads=2, device="cpu",
+                                       padding="right")
+    assert record["fwd_ms"] is None and "B = 1" in record["error"] and "--tokens 128" in record["error"]
 
 
 @pytest.mark.slow

@@ -17,7 +17,8 @@ Each case (impl, n, k, dtype, padding) runs on x of shape (n, B, C) with B = tok
 the median inference-forward time, the median forward+backward time and the peak memory of each.
 --paddings none right left: unpadded batches, and batches where sentence b has n - b n / (2B) tokens
 (lengths spread evenly over (n/2, n]) padded on the right (fairseq's, the hub's) or on the left; every
-impl gets the key_padding_mask. --padded is --paddings right. --max-positions P builds the Linformers
+impl gets the key_padding_mask (B = 1 is refused: one sentence has no pads, so give --tokens 2n or more
+for padded batches at the longest n). --padded is --paddings right. --max-positions P builds the Linformers
 for inputs up to P tokens and feeds them n: short inputs (n < k) of a model made for longer ones.
 GPU run (defaults):   python -m examples.benchmarks.attention [--compile]
 Padded vs unpadded:   python -m examples.benchmarks.attention --impls ours sdpa_full --dtypes fp16 --ks 128 \
@@ -241,6 +242,10 @@ def time_case(impl, n, k, dtype_name, tokens, embed_dim=768, num_heads=12, devic
     built_for = max(n, max_positions or n)
     if impl == "fq_linf" and built_for % k:
         record["note"] = f"reference projects to n // (n // k) = {built_for // (built_for // k)} rows, not k"
+    if padding != "none" and bsz == 1:  # fairseq pads to the longest sentence and passes no mask without pads
+        record["error"] = (f"padding {padding} with B = 1 (--tokens {tokens}, n = {n}): a batch of one sentence has "
+                           f"no pads; give --tokens {2 * n} or more for a padded batch at n = {n}")
+        return record
     phase = "build"
     error = None
     try:

@@ -5,7 +5,7 @@ table and PNG plots.
 
 Later files override earlier ones run by run (by name), so a rerun of some runs can be merged
 into a study. Writes OUT_DIR/table.md, OUT_DIR/valid_ppl.png (validation perplexity against
-updates) and OUT_DIR/sst2_dev.png (SST-2 dev accuracy against fine-tuning updates, if any); for the
+updates; for same-n runs valid_ppl_by_n.png instead, below) and OUT_DIR/sst2_dev.png (SST-2 dev accuracy against fine-tuning updates, if any); for the
 same-n runs (roberta_nN, linformer_nN_kK) the table compares each with RoBERTa at its n (perplexity,
 words/s, peak memory) and OUT_DIR/valid_ppl_by_n.png has a panel per n.
 """
@@ -140,8 +140,14 @@ def plot(records, out_dir):
     import matplotlib.pyplot as plt
 
     by_n = same_n_records(records)
-    if by_n:
+    if by_n:  # one panel per n says it all; one plot of every run would repeat it
         plot_same_n(by_n, out_dir)
+    else:
+        plot_all(records, out_dir, plt)
+    plot_finetuning(records, out_dir, plt)
+
+
+def plot_all(records, out_dir, plt):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in records:
         curve = r.get("valid_curve") or []
@@ -158,6 +164,8 @@ def plot(records, out_dir):
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
 
+
+def plot_finetuning(records, out_dir, plt):
     finetuned = [r for r in records if r.get("sst2_dev_curve")]
     if finetuned:
         fig, ax = plt.subplots(figsize=(7, 4))
