@@ -137,19 +137,16 @@ class _ColumnsPerSentence(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         out = x.new_empty(weight.size(0), bsz, channels)
         out_b = out.transpose(0, 1)  # B x rows x C
+        if shared < seq_len:  # the tail first: the shared part adds onto it
+            torch.bmm(_columns_per_sentence(weight[:, shared:], plan.column).transpose(1, 2),
+                      x[shared:].transpose(0, 1), out=out_b)
         if shared:
+            beta = 1 if shared < seq_len else 0  # (out is empty memory: beta 0 never reads it)
             head = _as_matrix(x[:shared])
-            if head is not None:
-                torch.mm(weight[:, :shared], head, out=out.view(out.size(0), -1))
-            else:
-                torch.bmm(weight[:, :shared].expand(bsz, -1, -1), x[:shared].transpose(0, 1), out=out_b)
-        if shared < seq_len:
-            columns = _columns_per_sentence(weight[:, shared:], plan.column).transpose(1, 2)
-            tail = x[shared:].transpose(0, 1)
-            if shared:
-                out_b.baddbmm_(columns, tail)
-            else:
-                torch.bmm(columns, tail, out=out_b)
+            if head is not None:  # one GEMM on out's contiguous memory
+                out.view(out.size(0), -1).addmm_(weight[:, :shared], head, beta=beta)
+            else:  # B-major x (fairseq's first layer): E broadcast over the sentences, no copy of x
+                out_b.baddbmm_(weight[:, :shared].expand(bsz, -1, -1), x[:shared].transpose(0, 1), beta=beta)
         return out
 
     @staticmethod
@@ -160,10 +157,13 @@ class _ColumnsPerSentence(torch.autograd.Function):
         (seq_len, bsz, channels), rows = x.shape, weight.size(0)
         grad_x = grad_weight = None
         grad_b = grad.transpose(0, 1)  # B x rows x C
+        grad_2d = grad.view(rows, -1) if grad.is_contiguous() else None
         if ctx.needs_input_grad[0]:  # pads meet zero columns: their gradient is 0
             grad_x = x.new_empty(seq_len, bsz, channels)
-            if shared:
-                torch.mm(weight[:, :shared].T, grad.reshape(rows, -1), out=grad_x[:shared].view(shared, -1))
+            if shared and grad_2d is not None:
+                torch.mm(weight[:, :shared].T, grad_2d, out=grad_x[:shared].view(shared, -1))
+            elif shared:
+                torch.bmm(weight[:, :shared].T.expand(bsz, -1, -1), grad_b, out=grad_x[:shared].transpose(0, 1))
             if shared < seq_len:
                 torch.bmm(_columns_per_sentence(weight[:, shared:], plan.column), grad_b,
                           out=grad_x[shared:].transpose(0, 1))
@@ -171,8 +171,8 @@ class _ColumnsPerSentence(torch.autograd.Function):
             grad_weight = weight.new_empty(rows, seq_len)
             if shared:
                 head = _as_matrix(x[:shared])
-                if head is not None:
-                    grad_weight[:, :shared] = grad.reshape(rows, -1) @ head.T
+                if head is not None and grad_2d is not None:
+                    grad_weight[:, :shared] = grad_2d @ head.T
                 else:
                     grad_weight[:, :shared] = torch.bmm(grad_b, x[:shared].permute(1, 2, 0)).sum(dim=0)
             if shared < seq_len:
