@@ -219,53 +219,17 @@ def test_padded_projection_and_its_gradients_are_exact(channels):
             lambda w, x: torch.func.functional_call(proj, {"weight": w}, (x, mask))[0], (w, inputs))
 
 
-@pytest.mark.parametrize("layout", ["S-major", "B-major"])
-@pytest.mark.parametrize("pads", ["right", "interior after a shared start", "none", "left"])
-def test_positions_every_sentence_fills_take_one_gemm_exactly(layout, pads):
-    """The positions before any sentence's first pad (``shared``) take one GEMM, the tail the
-    per-sentence columns: values and both gradients as sentence by sentence, in float64."""
-    from linformer_plugin.modules.padding import project_per_sentence, sentence_columns
-
-    proj, x, _ = padded_case()
-    mask = torch.zeros(3, 12, dtype=torch.bool)
-    if pads == "right":
-        mask[0, 9:], mask[2, 5:] = True, True
-    elif pads == "interior after a shared start":
-        mask[0, 6:8], mask[1, 10:], mask[2, 4] = True, True, True
-    elif pads == "left":
-        mask[1, :3] = True
-    shared = {"right": 5, "interior after a shared start": 4, "none": 12, "left": 0}[pads]
-    assert sentence_columns(mask).shared == shared
-    if layout == "B-major":  # fairseq's first layer
-        x = x.detach().transpose(0, 1).contiguous().transpose(0, 1).requires_grad_()
-    out = project_per_sentence(x, proj.weight, mask)
-    expected = per_sentence_product(proj.weight, x, mask)
-    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
-    grad = torch.randn_like(out)
-    got = torch.autograd.grad((out * grad).sum(), [proj.weight, x])
-    want = torch.autograd.grad((expected * grad).sum(), [proj.weight, x])
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w, rtol=0, atol=1e-12)
-    w = proj.weight.detach()[:, :12].clone().requires_grad_()
-    assert torch.autograd.gradcheck(lambda w, x: project_per_sentence(x, w, mask), (w, x))
-
-
-def test_padded_linear_projection_syncs_once_per_mask_and_never_when_compiling(monkeypatch):
-    """The plan reads one number back (``shared``), once per mask; under torch.compile none: there it
-    is index work on the device that also runs on the meta device, where any host read would fail."""
-    from linformer_plugin.modules import padding
+def test_padded_linear_projection_needs_no_host_sync():
+    """The plan and the products are index work on the device: they run on the meta device, where
+    any read of the mask's values on the host would fail."""
+    from linformer_plugin.modules.padding import compaction, project_per_sentence
 
     proj, x, mask = padded_case()
-    reads = []
-    real_int = int
-    monkeypatch.setattr(padding, "int", lambda t: reads.append(t) or real_int(t), raising=False)
-    for _ in range(3):  # every layer of an encoder gets the same mask
-        padding.project_per_sentence(x.detach(), proj.weight.detach(), mask)
-    assert len(reads) == 1
-    monkeypatch.setattr(padding, "_compiling", lambda: True)
     x, mask = x.detach().to("meta"), mask.to("meta")
-    rows = padding.project_per_sentence(x, proj.weight.detach().to("meta"), mask)
+    rows = project_per_sentence(x, proj.weight.detach().to("meta"), mask)
     assert rows.shape == (16, 3, 16) and rows.device.type == "meta"
+    with pytest.raises(Exception):  # the other projections' plan looks for right padding on the host
+        compaction(x, mask)
 
 
 def test_compiled_form_of_the_padded_projection_is_the_same(monkeypatch):
@@ -308,11 +272,10 @@ def test_sentence_columns_are_built_once_per_mask():
     mask = torch.zeros(2, 6, dtype=torch.bool)
     mask[1, 4:] = True
     first = sentence_columns(mask)
-    assert sentence_columns(mask) is first
-    assert first.shared == 4 and first.column.tolist() == [[0, 1], [2, 2]]  # the tail: positions 4 and 5
+    assert sentence_columns(mask) is first and first.column.tolist() == [[0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 6, 6]]
     mask[0, 0] = True  # a new plan when the mask changes in place
     second = sentence_columns(mask)
-    assert second is not first and second.shared == 0 and second.column[0].tolist() == [6, 0, 1, 2, 3, 4]
+    assert second is not first and second.column[0].tolist() == [6, 0, 1, 2, 3, 4]
     assert second.source.T.tolist() == [[1, 2, 3, 4, 5, 12], [6, 7, 8, 9, 12, 12]]  # B S = 12: the zero row
 
 

@@ -66,65 +66,42 @@ def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
 
 
 class SentenceColumns(NamedTuple):
-    """Which column of E each token of a padded batch meets (B x S, S: the sequence length).
+    """Which column of E each token of a padded batch meets (B x S, S: the sequence length)."""
 
-    The first ``shared`` positions are real tokens in every sentence (token p meets column p there):
-    they take one GEMM, as an unpadded batch does. Only the rest, the tail of T = S - shared positions,
-    needs per-sentence columns. In right-padded batches (fairseq's, the hub's) ``shared`` is the
-    shortest sentence's length; fairseq batches sentences of similar lengths, so the tail is short."""
-
-    shared: int
-    column: Tensor  # B x T: tail token (b, shared + p) meets column shared + column[b, p]; T at pads
-    source: Tensor  # T x B: row b T + p of a B x T x * tensor holds sentence b's tail token number q; B T past its length
+    column: Tensor  # B x S: token (b, p) meets column[b, p] (its number among its sentence's real tokens); S at pads
+    source: Tensor  # S x B: row b S + p of a B x S x * tensor holds sentence b's real token number q; B S past its length
 
 
 def sentence_columns(padding_mask: Tensor) -> SentenceColumns:
-    """The plan of ``project_per_sentence`` for padding_mask (B x S, True at pads), kept on the mask.
-
-    Finding ``shared`` reads one number back from the device: one host sync per mask, i.e. per
-    forward, not per layer (fairseq's encoder syncs once per forward already, to drop masks without
-    pads). Under torch.compile there is none: ``shared`` is 0 and every position takes the columns."""
-    return _kept_on_mask(padding_mask, "_linformer_columns", (), lambda: _build_columns(
-        padding_mask, find_shared=not _compiling()))
+    """The plan of ``project_per_sentence`` for padding_mask (B x S, True at pads), kept on the mask."""
+    return _kept_on_mask(padding_mask, "_linformer_columns", (), lambda: _build_columns(padding_mask))
 
 
-def _build_columns(padding_mask: Tensor, find_shared: bool = True) -> SentenceColumns:
-    seq_len = padding_mask.size(1)
-    shared = 0
-    if find_shared:  # the first pad of any sentence (S if there is none)
-        first_pad = torch.where(padding_mask.any(dim=1), padding_mask.int().argmax(dim=1), seq_len)
-        shared = int(first_pad.min())
-    tail = padding_mask[:, shared:]
-    bsz, length = tail.shape
-    keep = ~tail
-    column = torch.where(keep, keep.cumsum(dim=1) - 1, length)  # every earlier token is real: offsets agree
+def _build_columns(padding_mask: Tensor) -> SentenceColumns:
+    bsz, seq_len = padding_mask.shape
+    keep = ~padding_mask
+    column = torch.where(keep, keep.cumsum(dim=1) - 1, seq_len)
     # scatter each real token's row to its number; every pad writes the spare last column (dropped)
-    source = torch.full((bsz, length + 1), bsz * length, dtype=torch.long, device=padding_mask.device)
-    rows = torch.arange(bsz * length, device=padding_mask.device).view(bsz, length)
+    source = torch.full((bsz, seq_len + 1), bsz * seq_len, dtype=torch.long, device=padding_mask.device)
+    rows = torch.arange(bsz * seq_len, device=padding_mask.device).view(bsz, seq_len)
     source.scatter_(1, column, rows)
-    return SentenceColumns(shared, column, source[:, :length].T.contiguous())
+    return SentenceColumns(column, source[:, :seq_len].T.contiguous())
 
 
 def _columns_per_sentence(weight: Tensor, column: Tensor) -> Tensor:
-    """weight (rows x T) -> B x T x rows: row (b, p) is column column[b, p] of weight (0 for T)."""
-    rows, length = weight.shape
-    padded = weight.new_empty(length + 1, rows)
-    padded[:length] = weight.T
-    padded[length] = 0
+    """weight (rows x S) -> B x S x rows: row (b, p) is column column[b, p] of weight (0 for S)."""
+    rows, seq_len = weight.shape
+    padded = weight.new_empty(seq_len + 1, rows)
+    padded[:seq_len] = weight.T
+    padded[seq_len] = 0
     return F.embedding(column, padded)
 
 
-def _as_matrix(t: Tensor) -> Optional[Tensor]:
-    """t (S x B x C) as an S x (B C) matrix without a copy, or None (B-major memory)."""
-    return t.view(t.size(0), -1) if t.is_contiguous() else None
-
-
 class _ColumnsPerSentence(torch.autograd.Function):
-    """E X for a padded batch: one GEMM for the positions every sentence fills (``plan.shared``), then
-    one batched GEMM over the sentences for the tail, (rows x T) @ (T x C) each, with sentence b's
-    own columns of E: its real token number p meets column p, pads meet zeros.
+    """E X for a padded batch as one batched GEMM over the sentences, (rows x S) @ (S x C) each,
+    with sentence b's own columns of E: real token number p meets column p, pads meet zeros.
 
-    The per-sentence columns (B x T x rows) are gathered again in the backward rather than kept;
+    The per-sentence columns (B x S x rows) are gathered again in the backward rather than kept;
     the forward keeps x (the layer's input, which q_proj keeps anyway) and E. The GEMMs read and
     write x's layout through strides (no transposed copies), and the output is rows x B x C as the
     unpadded path's."""
@@ -132,59 +109,29 @@ class _ColumnsPerSentence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, plan: SentenceColumns) -> Tensor:
         seq_len, bsz, channels = x.shape
-        shared = plan.shared
         ctx.plan = plan
         ctx.save_for_backward(x, weight)
         out = x.new_empty(weight.size(0), bsz, channels)
-        out_b = out.transpose(0, 1)  # B x rows x C
-        if shared < seq_len:  # the tail first: the shared part adds onto it
-            torch.bmm(_columns_per_sentence(weight[:, shared:], plan.column).transpose(1, 2),
-                      x[shared:].transpose(0, 1), out=out_b)
-        if shared:
-            beta = 1 if shared < seq_len else 0  # (out is empty memory: beta 0 never reads it)
-            head = _as_matrix(x[:shared])
-            if head is not None:  # one GEMM on out's contiguous memory
-                out.view(out.size(0), -1).addmm_(weight[:, :shared], head, beta=beta)
-            else:  # B-major x (fairseq's first layer): E broadcast over the sentences, no copy of x
-                out_b.baddbmm_(weight[:, :shared].expand(bsz, -1, -1), x[:shared].transpose(0, 1), beta=beta)
+        torch.bmm(_columns_per_sentence(weight, plan.column).transpose(1, 2), x.transpose(0, 1),
+                  out=out.transpose(0, 1))
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, weight = ctx.saved_tensors
-        plan = ctx.plan
-        shared = plan.shared
         (seq_len, bsz, channels), rows = x.shape, weight.size(0)
         grad_x = grad_weight = None
-        grad_b = grad.transpose(0, 1)  # B x rows x C
-        grad_2d = grad.view(rows, -1) if grad.is_contiguous() else None
         if ctx.needs_input_grad[0]:  # pads meet zero columns: their gradient is 0
             grad_x = x.new_empty(seq_len, bsz, channels)
-            if shared and grad_2d is not None:
-                torch.mm(weight[:, :shared].T, grad_2d, out=grad_x[:shared].view(shared, -1))
-            elif shared:
-                torch.bmm(weight[:, :shared].T.expand(bsz, -1, -1), grad_b, out=grad_x[:shared].transpose(0, 1))
-            if shared < seq_len:
-                torch.bmm(_columns_per_sentence(weight[:, shared:], plan.column), grad_b,
-                          out=grad_x[shared:].transpose(0, 1))
+            torch.bmm(_columns_per_sentence(weight, ctx.plan.column), grad.transpose(0, 1),
+                      out=grad_x.transpose(0, 1))
         if ctx.needs_input_grad[1]:
-            grad_weight = weight.new_empty(rows, seq_len)
-            if shared:
-                head = _as_matrix(x[:shared])
-                if head is not None and grad_2d is not None:
-                    grad_weight[:, :shared] = grad_2d @ head.T
-                else:
-                    grad_weight[:, :shared] = torch.bmm(grad_b, x[:shared].permute(1, 2, 0)).sum(dim=0)
-            if shared < seq_len:
-                # each tail token's product with the gradient (B T rows, pads too, and a zero row), then
-                # the products of real token number q summed over the sentences: no atomics, deterministic
-                length = seq_len - shared
-                products = x.new_empty(bsz * length + 1, rows)
-                products[-1] = 0
-                torch.bmm(x[shared:].transpose(0, 1), grad.permute(1, 2, 0),
-                          out=products[:-1].view(bsz, length, rows))
-                grad_weight[:, shared:] = products.index_select(0, plan.source.view(-1)).view(
-                    length, bsz, rows).sum(dim=1).T
+            # each token's product with the gradient (B S rows, pads too, and a zero row), then the
+            # products of real token number q summed over the sentences: no atomics, deterministic
+            products = x.new_empty(bsz * seq_len + 1, rows)
+            products[-1] = 0
+            torch.bmm(x.transpose(0, 1), grad.permute(1, 2, 0), out=products[:-1].view(bsz, seq_len, rows))
+            grad_weight = products.index_select(0, ctx.plan.source.view(-1)).view(seq_len, bsz, rows).sum(dim=1).T
         return grad_x, grad_weight, None
 
 
@@ -203,7 +150,7 @@ def project_per_sentence(x: Tensor, weight: Tensor, padding_mask: Tensor) -> Ten
 
 
 def _project_per_sentence(x: Tensor, weight: Tensor, plan: SentenceColumns) -> Tensor:
-    if _compiling():  # the same products from differentiable ops: the compiler plans the memory (shared = 0)
+    if _compiling():  # the same products from differentiable ops: the compiler plans the memory
         per_sentence = _columns_per_sentence(weight, plan.column)
         return torch.bmm(per_sentence.transpose(1, 2), x.transpose(0, 1)).transpose(0, 1)
     return _ColumnsPerSentence.apply(x, weight, plan)
