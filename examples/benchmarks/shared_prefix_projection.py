@@ -1,0 +1,133 @@
+"""A candidate for issue #16: the padded linear projection E X with one GEMM for the positions every
+sentence fills, against the library's path (``linformer_plugin.modules.padding.project_per_sentence``:
+E's columns gathered per sentence for every position, then a batched GEMM).
+
+Same contract as ``project_per_sentence``. The positions before any sentence's first pad (``shared``:
+under right padding the shortest sentence's length) are real tokens in every sentence, and token p
+meets column p there: one GEMM, as an unpadded batch takes. Only the tail, T = S - shared positions,
+takes per-sentence columns. Finding ``shared`` reads one number back from the device, once per mask
+(kept on it, as the library keeps its plan). The tail's batched GEMM writes the output first, the
+shared part's GEMM adds onto its contiguous memory (``addmm_``); the backward's shared part reads the
+gradient through strides. fairseq batches sentences of similar lengths, so there the tail is short;
+examples.benchmarks.attention's padded batches spread lengths over (n/2, n], half the positions in the
+tail. (A first form that added the tail onto the shared part through a strided view was slower at
+n = 512: examples/benchmarks/results/2026-11-30-shared-prefix-projection/.)
+
+    python -m examples.benchmarks.shared_prefix_projection --out-dir OUT          # GPU: check, then time
+    python -m examples.benchmarks.shared_prefix_projection --check-only --cpu     # CPU: float64 and fp32
+
+Checks and timings: examples.benchmarks.projection_candidates (the same for every candidate).
+"""
+
+import sys
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from examples.benchmarks.projection_candidates import parser, run
+from linformer_plugin.modules.padding import _columns_per_sentence, _kept_on_mask, autocast_dtype
+
+
+class Plan(NamedTuple):
+    shared: int
+    column: Tensor  # B x T: tail token (b, shared + p) meets column shared + column[b, p]; T at pads
+    source: Tensor  # T x B: row b T + p of a B x T x * tensor holds sentence b's tail token number q; B T past its length
+
+
+def build_plan(padding_mask: Tensor) -> Plan:
+    seq_len = padding_mask.size(1)
+    first_pad = torch.where(padding_mask.any(dim=1), padding_mask.int().argmax(dim=1), seq_len)
+    shared = int(first_pad.min())  # the one host sync
+    tail = padding_mask[:, shared:]
+    bsz, length = tail.shape
+    keep = ~tail
+    column = torch.where(keep, keep.cumsum(dim=1) - 1, length)  # every earlier token is real: offsets agree
+    source = torch.full((bsz, length + 1), bsz * length, dtype=torch.long, device=padding_mask.device)
+    rows = torch.arange(bsz * length, device=padding_mask.device).view(bsz, length)
+    source.scatter_(1, column, rows)
+    return Plan(shared, column, source[:, :length].T.contiguous())
+
+
+def _as_matrix(t: Tensor) -> Optional[Tensor]:
+    """t (S x B x C) as an S x (B C) matrix without a copy, or None (B-major memory)."""
+    return t.view(t.size(0), -1) if t.is_contiguous() else None
+
+
+class SharedPrefixProjection(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, plan: Plan) -> Tensor:
+        seq_len, bsz, channels = x.shape
+        shared = plan.shared
+        ctx.plan = plan
+        ctx.save_for_backward(x, weight)
+        out = x.new_empty(weight.size(0), bsz, channels)
+        out_b = out.transpose(0, 1)  # B x rows x C
+        if shared < seq_len:  # the tail first: the shared part adds onto it
+            torch.bmm(_columns_per_sentence(weight[:, shared:], plan.column).transpose(1, 2),
+                      x[shared:].transpose(0, 1), out=out_b)
+        if shared:
+            beta = 1 if shared < seq_len else 0  # (out is empty memory: beta 0 never reads it)
+            head = _as_matrix(x[:shared])
+            if head is not None:  # one GEMM on out's contiguous memory
+                out.view(out.size(0), -1).addmm_(weight[:, :shared], head, beta=beta)
+            else:  # B-major x (fairseq's first layer): E broadcast over the sentences, no copy of x
+                out_b.baddbmm_(weight[:, :shared].expand(bsz, -1, -1), x[:shared].transpose(0, 1), beta=beta)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        plan = ctx.plan
+        shared = plan.shared
+        (seq_len, bsz, channels), rows = x.shape, weight.size(0)
+        grad_x = grad_weight = None
+        grad_b = grad.transpose(0, 1)  # B x rows x C
+        grad_2d = grad.view(rows, -1) if grad.is_contiguous() else None
+        if ctx.needs_input_grad[0]:  # pads meet zero columns: their gradient is 0
+            grad_x = x.new_empty(seq_len, bsz, channels)
+            if shared and grad_2d is not None:
+                torch.mm(weight[:, :shared].T, grad_2d, out=grad_x[:shared].view(shared, -1))
+            elif shared:
+                torch.bmm(weight[:, :shared].T.expand(bsz, -1, -1), grad_b, out=grad_x[:shared].transpose(0, 1))
+            if shared < seq_len:
+                torch.bmm(_columns_per_sentence(weight[:, shared:], plan.column), grad_b,
+                          out=grad_x[shared:].transpose(0, 1))
+        if ctx.needs_input_grad[1]:
+            grad_weight = weight.new_empty(rows, seq_len)
+            if shared:
+                head = _as_matrix(x[:shared])
+                if head is not None and grad_2d is not None:
+                    grad_weight[:, :shared] = grad_2d @ head.T
+                else:
+                    grad_weight[:, :shared] = torch.bmm(grad_b, x[:shared].permute(1, 2, 0)).sum(dim=0)
+            if shared < seq_len:  # the library's deterministic sum over the sentences, on the tail
+                length = seq_len - shared
+                products = x.new_empty(bsz * length + 1, rows)
+                products[-1] = 0
+                torch.bmm(x[shared:].transpose(0, 1), grad.permute(1, 2, 0),
+                          out=products[:-1].view(bsz, length, rows))
+                grad_weight[:, shared:] = products.index_select(0, plan.source.view(-1)).view(
+                    length, bsz, rows).sum(dim=1).T
+        return grad_x, grad_weight, None
+
+
+def project_per_sentence(x: Tensor, weight: Tensor, padding_mask: Tensor) -> Tensor:
+    """The library's contract (rows x B x C); the plan kept on the mask (every layer gets the same one)."""
+    plan = _kept_on_mask(padding_mask, "_shared_prefix_plan", (), lambda: build_plan(padding_mask))
+    weight = weight[:, :x.size(0)]
+    dtype = autocast_dtype(x.device.type)
+    if dtype is None:
+        return SharedPrefixProjection.apply(x, weight.to(x.dtype), plan)
+    with torch.autocast(x.device.type, enabled=False):
+        return SharedPrefixProjection.apply(x.to(dtype), weight.to(dtype), plan)
+
+
+def main(argv=None):
+    args = parser(__doc__).parse_args(argv)
+    # pads are read (times zero columns), as by the library's path: the check fills them with finite values
+    return run("shared_prefix", project_per_sentence, args, cpu_dtypes=(torch.float64, torch.float32), nan_pads=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
