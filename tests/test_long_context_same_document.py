@@ -314,3 +314,16 @@ def test_same_document_study_cpu_smoke(task, corpus, data_bin, tmp_path):
                                  f"input, bin/window-{WINDOW}, needs {WINDOW}")):
         proc = subprocess.run(base + [flag, path], capture_output=True, text=True, cwd=REPO)
         assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--models", "roberta-1024"], "--models takes linformer-4096, roberta-512 and roberta-4096, not 'roberta-1024'"),
+    (["--models", "--updates", "9"], "--models needs at least one of"),
+    (["--linformer-k", "512"], "--linformer-k takes 128 or 256"),
+])
+def test_run_same_document_refuses_unknown_models_and_k_before_any_work(tmp_path, flags, message):
+    out = subprocess.run(["bash", os.path.join(REPO, "examples", "studies", "long_context", "run_same_document.sh"),
+                          str(tmp_path), str(tmp_path), str(tmp_path / "out"), *flags],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert os.listdir(tmp_path / "out") == []  # nothing pretrained, nothing written
