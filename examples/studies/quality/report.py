@@ -5,9 +5,9 @@ table and PNG plots.
 
 Later files override earlier ones run by run (by name), so a rerun of some runs can be merged
 into a study. Writes OUT_DIR/table.md, OUT_DIR/valid_ppl.png (validation perplexity against
-updates; for same-n runs valid_ppl_by_n.png instead, below) and OUT_DIR/sst2_dev.png (SST-2 dev accuracy against fine-tuning updates, if any); for the
+updates) and OUT_DIR/sst2_dev.png (SST-2 dev accuracy against fine-tuning updates, if any); for
 same-n runs (roberta_nN, linformer_nN_kK) the table compares each with RoBERTa at its n (perplexity,
-words/s, peak memory) and OUT_DIR/valid_ppl_by_n.png has a panel per n.
+words/s, peak memory) and OUT_DIR/valid_ppl_by_n.png, a panel per n, replaces valid_ppl.png.
 """
 
 import argparse
