@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from examples.benchmarks.projection_candidates import parser, run
-from linformer_plugin.modules.padding import _columns_per_sentence, _kept_on_mask, autocast_dtype
+from linformer_plugin.modules.padding import _build_columns, _columns_per_sentence, _kept_on_mask, autocast_dtype
 
 
 class Plan(NamedTuple):
@@ -39,14 +39,9 @@ def build_plan(padding_mask: Tensor) -> Plan:
     seq_len = padding_mask.size(1)
     first_pad = torch.where(padding_mask.any(dim=1), padding_mask.int().argmax(dim=1), seq_len)
     shared = int(first_pad.min())  # the one host sync
-    tail = padding_mask[:, shared:]
-    bsz, length = tail.shape
-    keep = ~tail
-    column = torch.where(keep, keep.cumsum(dim=1) - 1, length)  # every earlier token is real: offsets agree
-    source = torch.full((bsz, length + 1), bsz * length, dtype=torch.long, device=padding_mask.device)
-    rows = torch.arange(bsz * length, device=padding_mask.device).view(bsz, length)
-    source.scatter_(1, column, rows)
-    return Plan(shared, column, source[:, :length].T.contiguous())
+    # every token before `shared` is real, so the tail's own token numbers are its columns past `shared`
+    tail = _build_columns(padding_mask[:, shared:])
+    return Plan(shared, tail.column, tail.source)
 
 
 def _as_matrix(t: Tensor) -> Optional[Tensor]:

@@ -190,12 +190,12 @@ def _sm_count(device):
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def project_per_sentence(x, weight, padding_mask, plan=None):
+def project_per_sentence(x, weight, padding_mask):
     """The library's contract (rows x B x C), through the kernels; weight sliced and cast here. The
     plan is kept on the mask, as the library keeps its own (every layer gets the same mask)."""
     from linformer_plugin.modules.padding import _kept_on_mask
 
-    plan = plan or _kept_on_mask(padding_mask, "_triton_projection_plan", (), lambda: Plan(padding_mask))
+    plan = _kept_on_mask(padding_mask, "_triton_projection_plan", (), lambda: Plan(padding_mask))
     return ProjectPerSentence.apply(x, weight[:, :x.size(0)].to(x.dtype), plan)
 
 
