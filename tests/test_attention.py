@@ -179,14 +179,17 @@ def test_long_queries_split_into_chunks_stay_exact():
 # ----------------------------------------------------------------------------- the padded projection
 
 
-def padded_case(S=12, B=3, channels=16, n=16, k=8, dtype=torch.float64):
+def padded_case(S=12, B=3, channels=16, n=16, k=8, dtype=torch.float64, padding="mixed"):
     """A right-padded, a left-padded and an interior-padded sentence (2 k <= channels: the per-sentence
-    columns path)."""
+    columns path); padding="right": every sentence right-padded (fairseq's batches), one unpadded."""
     torch.manual_seed(0)
     proj = SequenceProjection(n, k, num_maps=2).to(dtype)
     x = torch.randn(S, B, channels, dtype=dtype, requires_grad=True)
     mask = torch.zeros(B, S, dtype=torch.bool)
-    mask[0, 9:], mask[1, :4], mask[2, 2] = True, True, True
+    if padding == "right":
+        mask[0, 9:], mask[1, 4:] = True, True
+    else:
+        mask[0, 9:], mask[1, :4], mask[2, 2] = True, True, True
     return proj, x, mask
 
 
@@ -200,8 +203,9 @@ def per_sentence_product(weight, x, mask):
 
 
 @pytest.mark.parametrize("channels", [16, 5])  # per-sentence columns; 2 k > C: a compacted copy of x
-def test_padded_projection_and_its_gradients_are_exact(channels):
-    proj, x, mask = padded_case(channels=channels)
+@pytest.mark.parametrize("padding", ["mixed", "right"])  # right: E's own columns, zeroed at pads
+def test_padded_projection_and_its_gradients_are_exact(channels, padding):
+    proj, x, mask = padded_case(channels=channels, padding=padding)
     keys, values, key_mask = proj(x, mask)  # E X and F X, each 1 x k x B x C
     assert key_mask is None
     for maps, out in ((slice(0, 16), torch.cat([keys[0], values[0]])), (slice(0, 8), keys[0]), (slice(8, 16), values[0])):
@@ -219,29 +223,53 @@ def test_padded_projection_and_its_gradients_are_exact(channels):
             lambda w, x: torch.func.functional_call(proj, {"weight": w}, (x, mask))[0], (w, inputs))
 
 
-def test_padded_linear_projection_needs_no_host_sync():
-    """The plan and the products are index work on the device: they run on the meta device, where
-    any read of the mask's values on the host would fail."""
-    from linformer_plugin.modules.padding import compaction, project_per_sentence
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("seq_len,width", [(12, 16), (13, 16), (15, 15)])  # 15 of 15: no whole last word
+def test_right_padded_columns_are_e_zeroed_at_pads(dtype, seq_len, width):
+    """Right padding: E's own first S columns, bit for bit, and zeros at each sentence's pads (through
+    E's 64-bit words where its width allows, else elementwise)."""
+    from linformer_plugin.modules.padding import _build_columns, _columns_per_sentence
 
-    proj, x, mask = padded_case()
-    x, mask = x.detach().to("meta"), mask.to("meta")
-    rows = project_per_sentence(x, proj.weight.detach().to("meta"), mask)
-    assert rows.shape == (16, 3, 16) and rows.device.type == "meta"
-    with pytest.raises(Exception):  # the other projections' plan looks for right padding on the host
-        compaction(x, mask)
+    mask = torch.zeros(3, seq_len, dtype=torch.bool)
+    mask[1, 5:], mask[2, 1:] = True, True
+    plan = _build_columns(mask, find_right_padding=True)
+    assert plan.right_padded
+    weight = torch.randn(6, width).to(dtype)
+    got = _columns_per_sentence(weight, plan, seq_len)
+    want = torch.where(mask[:, None, :], 0.0, weight[None, :, :seq_len].double()).to(dtype)
+    assert got.shape == (3, 6, seq_len) and torch.equal(got, want)
 
 
-def test_compiled_form_of_the_padded_projection_is_the_same(monkeypatch):
-    """Under torch.compile the same products come from differentiable ops (the compiler plans the
-    memory): values and gradients as the custom backward's."""
+def test_padded_linear_projection_reads_the_mask_once_and_never_under_compile(monkeypatch):
+    """Eager: one read of the mask on the host (is it right-padded?), kept on the mask for every
+    layer. Under torch.compile and for inference-mode masks none: the plan is index work on the
+    device, so it runs on the meta device, where any read of the mask's values on the host fails."""
     from linformer_plugin.modules import padding
 
     proj, x, mask = padded_case()
+    x, mask = x.detach().to("meta"), mask.to("meta")
+    with pytest.raises(Exception):  # eager looks for right padding on the host
+        padding.project_per_sentence(x, proj.weight.detach().to("meta"), mask)
+    with torch.inference_mode():  # an inference-mode mask: its plan is built in every layer, without reads
+        rows = padding.project_per_sentence(x, proj.weight.detach().to("meta"), mask.clone())
+        assert rows.shape == (16, 3, 16) and rows.device.type == "meta"
+        padding.compaction(x, mask.clone())
+    monkeypatch.setattr(padding, "_compiling", lambda: True)
+    rows = padding.project_per_sentence(x, proj.weight.detach().to("meta"), mask)
+    assert rows.shape == (16, 3, 16) and rows.device.type == "meta"
+
+
+@pytest.mark.parametrize("padding", ["mixed", "right"])
+def test_compiled_form_of_the_padded_projection_is_the_same(monkeypatch, padding):
+    """Under torch.compile the same products come from differentiable ops (the compiler plans the
+    memory): values and gradients as the custom backward's."""
+    from linformer_plugin.modules import padding as padding_module
+
+    proj, x, mask = padded_case(padding=padding)
     outs = []
-    for compiling in (False, True):
-        monkeypatch.setattr(padding, "_compiling", lambda compiling=compiling: compiling)
-        out = padding.project_per_sentence(x, proj.weight, mask)
+    for compiling in (False, True):  # a mask of its own each: compiling, the plan is built without host reads
+        monkeypatch.setattr(padding_module, "_compiling", lambda compiling=compiling: compiling)
+        out = padding_module.project_per_sentence(x, proj.weight, mask.clone())
         outs.append((out, *torch.autograd.grad(out.pow(2).sum(), [proj.weight, x])))
     for custom, composite in zip(*outs):
         torch.testing.assert_close(custom, composite, rtol=0, atol=1e-12)

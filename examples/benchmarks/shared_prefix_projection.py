@@ -1,17 +1,19 @@
 """A candidate for issue #16: the padded linear projection E X with one GEMM for the positions every
 sentence fills, against the library's path (``linformer_plugin.modules.padding.project_per_sentence``:
-E's columns gathered per sentence for every position, then a batched GEMM).
+E's columns per sentence for every position, then a batched GEMM).
 
 Same contract as ``project_per_sentence``. The positions before any sentence's first pad (``shared``:
-under right padding the shortest sentence's length) are real tokens in every sentence, and token p
-meets column p there: one GEMM, as an unpadded batch takes. Only the tail, T = S - shared positions,
-takes per-sentence columns. Finding ``shared`` reads one number back from the device, once per mask
+under right padding the shortest sentence's length, rounded down to a multiple of 8, as cuBLAS's fast
+fp16 GEMMs want K) are real tokens in every sentence, and token p meets column p there: one GEMM, as
+an unpadded batch takes. Only the tail, T = S - shared positions, takes per-sentence columns (the
+library's, on the tail). Finding ``shared`` reads one number back from the device, once per mask
 (kept on it, as the library keeps its plan). The tail's batched GEMM writes the output first, the
 shared part's GEMM adds onto its contiguous memory (``addmm_``); the backward's shared part reads the
 gradient through strides. fairseq batches sentences of similar lengths, so there the tail is short;
 examples.benchmarks.attention's padded batches spread lengths over (n/2, n], half the positions in the
-tail. (A first form that added the tail onto the shared part through a strided view was slower at
-n = 512: examples/benchmarks/results/2026-11-30-shared-prefix-projection/.)
+tail. Measured slower than the library's path at n = 512 in each form tried (results under
+examples/benchmarks/results/2026-11-30-shared-prefix-projection/ and
+2026-12-01-padded-projection-candidates/).
 
     python -m examples.benchmarks.shared_prefix_projection --out-dir OUT          # GPU: check, then time
     python -m examples.benchmarks.shared_prefix_projection --check-only --cpu     # CPU: float64 and fp32
@@ -26,22 +28,23 @@ import torch
 from torch import Tensor
 
 from examples.benchmarks.projection_candidates import parser, run
-from linformer_plugin.modules.padding import _build_columns, _columns_per_sentence, _kept_on_mask, autocast_dtype
+from linformer_plugin.modules.padding import (SentenceColumns, _build_columns, _columns_per_sentence, _kept_on_mask,
+                                              autocast_dtype)
 
 
 class Plan(NamedTuple):
     shared: int
-    column: Tensor  # B x T: tail token (b, shared + p) meets column shared + column[b, p]; T at pads
-    source: Tensor  # T x B: row b T + p of a B x T x * tensor holds sentence b's tail token number q; B T past its length
+    tail: SentenceColumns  # the library's plan for the tail: token (b, shared + p) meets column shared + column[b, p]
 
 
 def build_plan(padding_mask: Tensor) -> Plan:
     seq_len = padding_mask.size(1)
     first_pad = torch.where(padding_mask.any(dim=1), padding_mask.int().argmax(dim=1), seq_len)
-    shared = int(first_pad.min())  # the one host sync
+    # the one host sync; a multiple of 8: cuBLAS's fast fp16 GEMMs want K = shared and S - shared so
+    shared = int(first_pad.min()) // 8 * 8
     # every token before `shared` is real, so the tail's own token numbers are its columns past `shared`
-    tail = _build_columns(padding_mask[:, shared:])
-    return Plan(shared, tail.column, tail.source)
+    tail = _build_columns(padding_mask[:, shared:], find_right_padding=True)
+    return Plan(shared, tail)
 
 
 def _as_matrix(t: Tensor) -> Optional[Tensor]:
@@ -59,7 +62,7 @@ class SharedPrefixProjection(torch.autograd.Function):
         out = x.new_empty(weight.size(0), bsz, channels)
         out_b = out.transpose(0, 1)  # B x rows x C
         if shared < seq_len:  # the tail first: the shared part adds onto it
-            torch.bmm(_columns_per_sentence(weight[:, shared:], plan.column).transpose(1, 2),
+            torch.bmm(_columns_per_sentence(weight[:, shared:], plan.tail, seq_len - shared),
                       x[shared:].transpose(0, 1), out=out_b)
         if shared:
             beta = 1 if shared < seq_len else 0  # (out is empty memory: beta 0 never reads it)
@@ -86,7 +89,7 @@ class SharedPrefixProjection(torch.autograd.Function):
             elif shared:
                 torch.bmm(weight[:, :shared].T.expand(bsz, -1, -1), grad_b, out=grad_x[:shared].transpose(0, 1))
             if shared < seq_len:
-                torch.bmm(_columns_per_sentence(weight[:, shared:], plan.column), grad_b,
+                torch.bmm(_columns_per_sentence(weight[:, shared:], plan.tail, seq_len - shared).transpose(1, 2), grad_b,
                           out=grad_x[shared:].transpose(0, 1))
         if ctx.needs_input_grad[1]:
             grad_weight = weight.new_empty(rows, seq_len)
@@ -102,7 +105,7 @@ class SharedPrefixProjection(torch.autograd.Function):
                 products[-1] = 0
                 torch.bmm(x[shared:].transpose(0, 1), grad.permute(1, 2, 0),
                           out=products[:-1].view(bsz, length, rows))
-                grad_weight[:, shared:] = products.index_select(0, plan.source.view(-1)).view(
+                grad_weight[:, shared:] = products.index_select(0, plan.tail.source.view(-1)).view(
                     length, bsz, rows).sum(dim=1).T
         return grad_x, grad_weight, None
 

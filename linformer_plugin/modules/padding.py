@@ -7,14 +7,17 @@ per padding mask (kept on the mask: every layer of an encoder gets the same one)
 the device:
 
 * ``sentence_columns`` (the linear projection over all channels, the default model): E X becomes one
-  batched GEMM over the sentences, with E's columns gathered per sentence (a zero column at pads,
-  B x S x rows, a third of X's size for k = 128 and C = 768). No host sync, nothing B x S x C copied
-  or kept for the backward (``_ColumnsPerSentence``).
+  batched GEMM over the sentences, with E's columns per sentence (a zero column at pads, B x rows x
+  S, a third of X's size for k = 128 and C = 768). Under right padding (fairseq's, the hub's) they
+  are E's first S columns with their pads zeroed, one elementwise pass. Nothing B x S x C copied or
+  kept for the backward (``_ColumnsPerSentence``).
 * ``compaction`` (windowed projections, per-head maps on channel groups): each sentence's real
   tokens move to its start, so the unpadded code runs on the result. Right padding (fairseq's, the
-  hub's) needs no move: its pads are zeroed in one pass; finding it costs one host sync per mask.
-  The compacted copy is not kept for the backward (``_gathered_again``): the backward makes it
-  again from x, which q_proj keeps anyway.
+  hub's) needs no move: its pads are zeroed in one pass. The compacted copy is not kept for the
+  backward (``_gathered_again``): the backward makes it again from x, which q_proj keeps anyway.
+
+Finding right padding reads one bool on the host, once per mask; under torch.compile and for
+inference-mode masks (rebuilt in every layer) the plans take the general path instead, with no read.
 """
 
 from contextlib import contextmanager
@@ -27,6 +30,13 @@ from torch import Tensor
 
 def _compiling() -> bool:
     return getattr(torch.compiler, "is_compiling", lambda: False)()  # (torch < 2.3 has none)
+
+
+def _reads_mask_on_host(padding_mask: Tensor) -> bool:
+    """Whether a plan may read the mask on the host (one sync): only where the plan is kept for every
+    layer, so not under torch.compile (a graph break) nor for an inference-mode mask (no version
+    counter: its plan is built again in each layer)."""
+    return not _compiling() and not padding_mask.is_inference()
 
 
 def _kept_on_mask(padding_mask: Tensor, name: str, key: tuple, build: Callable):
@@ -70,14 +80,19 @@ class SentenceColumns(NamedTuple):
 
     column: Tensor  # B x S: token (b, p) meets column[b, p] (its number among its sentence's real tokens); S at pads
     source: Tensor  # S x B: row b S + p of a B x S x * tensor holds sentence b's real token number q; B S past its length
+    right_padded: bool  # every sentence's tokens come first: token (b, p) meets column p, or nothing at pads
+    lane_masks: dict  # right padding: element size -> B x words, made on first use (``_lane_masks``)
 
 
 def sentence_columns(padding_mask: Tensor) -> SentenceColumns:
-    """The plan of ``project_per_sentence`` for padding_mask (B x S, True at pads), kept on the mask."""
-    return _kept_on_mask(padding_mask, "_linformer_columns", (), lambda: _build_columns(padding_mask))
+    """The plan of ``project_per_sentence`` for padding_mask (B x S, True at pads), kept on the mask.
+
+    Finding right padding reads one bool on the host, once per mask (see ``_reads_mask_on_host``)."""
+    return _kept_on_mask(padding_mask, "_linformer_columns", (), lambda: _build_columns(
+        padding_mask, find_right_padding=_reads_mask_on_host(padding_mask)))
 
 
-def _build_columns(padding_mask: Tensor) -> SentenceColumns:
+def _build_columns(padding_mask: Tensor, find_right_padding: bool = False) -> SentenceColumns:
     bsz, seq_len = padding_mask.shape
     keep = ~padding_mask
     column = torch.where(keep, keep.cumsum(dim=1) - 1, seq_len)
@@ -85,26 +100,54 @@ def _build_columns(padding_mask: Tensor) -> SentenceColumns:
     source = torch.full((bsz, seq_len + 1), bsz * seq_len, dtype=torch.long, device=padding_mask.device)
     rows = torch.arange(bsz * seq_len, device=padding_mask.device).view(bsz, seq_len)
     source.scatter_(1, column, rows)
-    return SentenceColumns(column, source[:, :seq_len].T.contiguous())
+    right_padded = find_right_padding and not bool((padding_mask[:, :-1] & keep[:, 1:]).any())
+    return SentenceColumns(column, source[:, :seq_len].T.contiguous(), right_padded, {})
 
 
-def _columns_per_sentence(weight: Tensor, column: Tensor) -> Tensor:
-    """weight (rows x S) -> B x S x rows: row (b, p) is column column[b, p] of weight (0 for S)."""
-    rows, seq_len = weight.shape
-    padded = weight.new_empty(seq_len + 1, rows)
-    padded[:seq_len] = weight.T
-    padded[seq_len] = 0
-    return F.embedding(column, padded)
+def _lane_masks(keep: Tensor, element_size: int, words: int) -> Tensor:
+    """B x words int64: lane j of word w all ones where token (w per_word + j) is real, else zeros
+    (per_word = 8 / element_size tokens a word; tokens past S count as pads)."""
+    per_word = 8 // element_size
+    keep = F.pad(keep, (0, words * per_word - keep.size(1))).view(keep.size(0), words, per_word)
+    bits = 8 * element_size
+    lanes = [((1 << bits) - 1) << (bits * j) for j in range(per_word)]
+    lanes = torch.tensor([lane - (1 << 64) if lane >= 1 << 63 else lane for lane in lanes], device=keep.device)
+    return (keep.to(torch.int64) * lanes).sum(dim=-1)
+
+
+def _columns_per_sentence(weight: Tensor, plan: SentenceColumns, seq_len: int, differentiable: bool = False) -> Tensor:
+    """weight (rows x n, n >= S = seq_len) -> B x rows x S: sentence b's column p is column
+    column[b, p] of weight (0 at pads), possibly a view of a wider tensor.
+
+    Right padding: weight's own columns zeroed at pads, one elementwise pass over B x rows x S (no
+    gather, no transposed copy of E). It runs on the 64-bit words of E (a bitwise and with a lane
+    mask per sentence), when E's rows allow: four times fewer elements than a 16-bit ``where``,
+    which PyTorch's kernel for broadcast operands runs at a fraction of memory bandwidth."""
+    rows = weight.size(0)
+    if not plan.right_padded:
+        padded = F.pad(weight[:, :seq_len], (0, 1))  # column S: the zero column of pads
+        return padded.index_select(1, plan.column.flatten()).view(rows, *plan.column.shape).transpose(0, 1)
+    per_word = 8 // weight.element_size()
+    words = -(-seq_len // per_word)
+    if (differentiable or words * per_word > weight.size(1) or weight.stride(1) != 1
+            or weight.stride(0) % per_word or weight.storage_offset() % per_word or weight.data_ptr() % 8):
+        return torch.where((plan.column < seq_len)[:, None, :], weight[:, :seq_len], weight.new_zeros(()))
+    masks = plan.lane_masks.get(weight.element_size())
+    if masks is None:
+        masks = plan.lane_masks[weight.element_size()] = _lane_masks(plan.column < seq_len, weight.element_size(), words)
+    as_words = weight[:, :words * per_word].view(torch.int64)
+    return torch.bitwise_and(as_words, masks[:, None, :]).view(weight.dtype)[..., :seq_len]
 
 
 class _ColumnsPerSentence(torch.autograd.Function):
     """E X for a padded batch as one batched GEMM over the sentences, (rows x S) @ (S x C) each,
     with sentence b's own columns of E: real token number p meets column p, pads meet zeros.
 
-    The per-sentence columns (B x S x rows) are gathered again in the backward rather than kept;
+    The per-sentence columns (B x rows x S) are made again in the backward rather than kept;
     the forward keeps x (the layer's input, which q_proj keeps anyway) and E. The GEMMs read and
     write x's layout through strides (no transposed copies), and the output is rows x B x C as the
-    unpadded path's."""
+    unpadded path's. E may have more columns than S (whole words for ``_columns_per_sentence``):
+    they get a zero gradient."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, plan: SentenceColumns) -> Tensor:
@@ -112,26 +155,38 @@ class _ColumnsPerSentence(torch.autograd.Function):
         ctx.plan = plan
         ctx.save_for_backward(x, weight)
         out = x.new_empty(weight.size(0), bsz, channels)
-        torch.bmm(_columns_per_sentence(weight, plan.column).transpose(1, 2), x.transpose(0, 1),
-                  out=out.transpose(0, 1))
+        torch.bmm(_columns_per_sentence(weight, plan, seq_len), x.transpose(0, 1), out=out.transpose(0, 1))
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, weight = ctx.saved_tensors
+        plan = ctx.plan
         (seq_len, bsz, channels), rows = x.shape, weight.size(0)
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:  # pads meet zero columns: their gradient is 0
             grad_x = x.new_empty(seq_len, bsz, channels)
-            torch.bmm(_columns_per_sentence(weight, ctx.plan.column), grad.transpose(0, 1),
+            torch.bmm(_columns_per_sentence(weight, plan, seq_len).transpose(1, 2), grad.transpose(0, 1),
                       out=grad_x.transpose(0, 1))
         if ctx.needs_input_grad[1]:
-            # each token's product with the gradient (B S rows, pads too, and a zero row), then the
-            # products of real token number q summed over the sentences: no atomics, deterministic
-            products = x.new_empty(bsz * seq_len + 1, rows)
-            products[-1] = 0
-            torch.bmm(x.transpose(0, 1), grad.permute(1, 2, 0), out=products[:-1].view(bsz, seq_len, rows))
-            grad_weight = products.index_select(0, ctx.plan.source.view(-1)).view(seq_len, bsz, rows).sum(dim=1).T
+            grad_weight = weight.new_zeros(weight.shape) if weight.size(1) > seq_len else None
+            if plan.right_padded:
+                # each token's product with the gradient (B x S x rows), summed over the sentences
+                # where real: position p's 1 x B keep row times its B x rows products, S GEMVs
+                products = torch.bmm(x.transpose(0, 1), grad.permute(1, 2, 0))
+                keep = (plan.column < seq_len).T.to(products.dtype)
+                sums = torch.bmm(keep[:, None, :], products.transpose(0, 1)).view(seq_len, rows).T
+            else:
+                # each token's product with the gradient (B S rows, pads too, and a zero row), then the
+                # products of real token number q summed over the sentences: no atomics, deterministic
+                products = x.new_empty(bsz * seq_len + 1, rows)
+                products[-1] = 0
+                torch.bmm(x.transpose(0, 1), grad.permute(1, 2, 0), out=products[:-1].view(bsz, seq_len, rows))
+                sums = products.index_select(0, plan.source.view(-1)).view(seq_len, bsz, rows).sum(dim=1).T
+            if grad_weight is None:
+                grad_weight = sums
+            else:
+                grad_weight[:, :seq_len] = sums
         return grad_x, grad_weight, None
 
 
@@ -141,7 +196,8 @@ def project_per_sentence(x: Tensor, weight: Tensor, padding_mask: Tensor) -> Ten
 
     Under autocast the products run in autocast's dtype, as a matmul's would."""
     plan = sentence_columns(padding_mask)
-    weight = weight[:, :x.size(0)]
+    seq_len = x.size(0)
+    weight = weight[:, :min(weight.size(1), -(-seq_len // 8) * 8)]  # whole 64-bit words of 8-bit to 64-bit E
     dtype = autocast_dtype(x.device.type)
     if dtype is None:
         return _project_per_sentence(x, weight.to(x.dtype), plan)
@@ -151,8 +207,8 @@ def project_per_sentence(x: Tensor, weight: Tensor, padding_mask: Tensor) -> Ten
 
 def _project_per_sentence(x: Tensor, weight: Tensor, plan: SentenceColumns) -> Tensor:
     if _compiling():  # the same products from differentiable ops: the compiler plans the memory
-        per_sentence = _columns_per_sentence(weight, plan.column)
-        return torch.bmm(per_sentence.transpose(1, 2), x.transpose(0, 1)).transpose(0, 1)
+        per_sentence = _columns_per_sentence(weight, plan, x.size(0), differentiable=True)
+        return torch.bmm(per_sentence, x.transpose(0, 1)).transpose(0, 1)
     return _ColumnsPerSentence.apply(x, weight, plan)
 
 
@@ -183,9 +239,8 @@ def compaction(x: Tensor, padding_mask: Tensor, rows: Optional[int] = None) -> C
     Every layer of an encoder gets the same mask, so the plan is kept on the mask tensor and built
     once per forward (with one host sync, to know whether the batch is right-padded)."""
     b_major = not x.is_contiguous() and x.transpose(0, 1).is_contiguous()
-    # the host sync that finds right padding would break a compiled graph: the general plan there
     return _kept_on_mask(padding_mask, "_linformer_compaction", (b_major, rows or x.size(0)), lambda: _build_compaction(
-        x, padding_mask, rows, b_major, find_right_padding=not _compiling()))
+        x, padding_mask, rows, b_major, find_right_padding=_reads_mask_on_host(padding_mask)))
 
 
 def _build_compaction(x: Tensor, padding_mask: Tensor, rows: Optional[int], b_major: bool,
