@@ -113,3 +113,16 @@ def test_finetune_starts_from_no_stale_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(whole_model, "train_job", lambda *a: seen.append((a[3], stale.exists())))
     whole_model.finetune(args, None)
     assert seen == [("sst2 n=64 b=8", False)]
+
+
+def test_training_speed_is_the_mean_of_the_later_intervals():
+    """Short-sentence fine-tuning moves by a third between fairseq's log intervals: the figure is the
+    mean of the second half (the first hold start-up), with the spread and the last one beside it."""
+    from examples.benchmarks.whole_model import interval_speeds
+
+    inner = [{"wps": w, "bsz": "32", "ups": u} for w, u in
+             (("100", "1"), ("900", "9"), ("1200", "12"), ("1000", "10"), ("800", "8"))]
+    speeds = interval_speeds(inner)
+    assert speeds["wps"] == 1000.0 and (speeds["wps_min"], speeds["wps_max"]) == (800.0, 1200.0)
+    assert speeds["sentences_per_s"] == 320.0 and speeds["wps_last"] == 800.0 and speeds["intervals"] == 3
+    assert interval_speeds([])["wps"] is None

@@ -1,17 +1,21 @@
 """torch.profiler summary of one attention implementation: where the forward and the training
-step spend their GPU time (kernels, sorted by CUDA time).
+step spend their GPU time (kernels, sorted by CUDA time), and whether the GPU or the CPU sets the
+pace: per step, the time to issue the work (CPU, before any wait), the wall time, and the GPU
+kernels' time. Issue time near the wall time: the step waits on the CPU launching kernels (or the
+launch queue was full), so extra Python or small ops cost time even where kernels are fast.
 
     python -m examples.benchmarks.profile_attention --impl ours --n 512 --k 128 --dtype fp16 [--padding right]
 """
 
 import argparse
+import time
 
 import torch
 
 from examples.benchmarks.attention import DTYPES, PADDINGS, build_impl, padding_mask
 
 
-def profile(impl, n, k, dtype, tokens=65536, embed_dim=768, heads=12, steps=5, row_limit=18, padding="none"):
+def profile(impl, n, k, dtype, tokens=65536, embed_dim=768, heads=12, steps=20, row_limit=18, padding="none"):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module = build_impl(impl, n, k, embed_dim, heads, device, DTYPES[dtype])
     bsz = max(1, tokens // n)
@@ -32,13 +36,24 @@ def profile(impl, n, k, dtype, tokens=65536, embed_dim=768, heads=12, steps=5, r
 
         for _ in range(3):
             step()
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        issued = time.perf_counter()
+        sync()
+        wall = (time.perf_counter() - start) / steps * 1e3
         with torch.profiler.profile(activities=activities) as prof:
             for _ in range(steps):
                 step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-        print(f"\n=== {impl} n={n} k={k} {dtype} padding {padding} {phase} ({steps} steps) ===")
-        print(prof.key_averages().table(sort_by=sort, row_limit=row_limit, max_name_column_width=60))
+            sync()
+        events = prof.key_averages()
+        # kernels only (no children counted twice): the events with no CPU time of their own
+        kernels = sum(e.self_device_time_total for e in events if e.self_cpu_time_total == 0) / steps / 1e3
+        print(f"\n=== {impl} n={n} k={k} {dtype} padding {padding} {phase} ({steps} steps): "
+              f"issue {(issued - start) / steps * 1e3:.3f} ms, wall {wall:.3f} ms, GPU kernels {kernels:.3f} ms a step ===")
+        print(events.table(sort_by=sort, row_limit=row_limit, max_name_column_width=60))
 
 
 def main():
@@ -49,10 +64,13 @@ def main():
     parser.add_argument("--dtype", default="fp16", choices=list(DTYPES))
     parser.add_argument("--tokens", type=int, default=65536)
     parser.add_argument("--padding", choices=PADDINGS, default="none")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rows", type=int, default=18, help="rows of the kernel table")
     args = parser.parse_args()
     for impl in args.impl:
         for n in args.n:
-            profile(impl, n, args.k, args.dtype, tokens=args.tokens, padding=args.padding)
+            profile(impl, n, args.k, args.dtype, tokens=args.tokens, padding=args.padding, steps=args.steps,
+                    row_limit=args.rows)
 
 
 if __name__ == "__main__":

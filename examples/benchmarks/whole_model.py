@@ -11,8 +11,9 @@ First the data, then the parts (``--parts``, in this order; each record goes to
              only for finetune or inference). --pretraining-data, --sst2-data, --long-data give ready
              data-bins instead.
   finetune   fairseq-train sentence_prediction from random weights on SST-2 (max positions 512) and on
-             the long set: words/s (real tokens), sentences/s (bsz x ups) of the last train_inner
-             interval, peak GPU memory. The SST-2 runs save the checkpoints the inference part reads.
+             the long set: words/s (real tokens) and sentences/s (bsz x ups), means over the second
+             half of the train_inner intervals (the first hold start-up; min and max beside them),
+             peak GPU memory. The SST-2 runs save the checkpoints the inference part reads.
   inference  fairseq-validate sentences/s on SST-2's and the long set's (cut to 512) valid split (the
              train split, named in the job, where valid holds fewer than the warm-up + 2 batches: the
              long set's valid split is a few dozen windows), and the hub's encode_batch + predict on
@@ -262,16 +263,30 @@ class Recorder:
               flush=True)
 
 
+def interval_speeds(inner):
+    """words/s and sentences/s (bsz x ups) over the second half of fairseq's train_inner intervals, as
+    means with their min and max, and the last interval's words/s. Short-sentence fine-tuning is
+    bound by the CPU, and one interval differs from the next by up to a third: the last alone
+    misleads."""
+    late = inner[len(inner) // 2:]
+    words = [float(r["wps"]) for r in late if "wps" in r]
+    sentences = [float(r["bsz"]) * float(r["ups"]) for r in late if "bsz" in r and "ups" in r]
+    speeds = {"wps": None, "sentences_per_s": None, "intervals": len(words),
+              "wps_last": float(inner[-1]["wps"]) if inner and "wps" in inner[-1] else None}
+    if words:
+        speeds.update(wps=sum(words) / len(words), wps_min=min(words), wps_max=max(words))
+    if sentences:
+        speeds["sentences_per_s"] = sum(sentences) / len(sentences)
+    return speeds
+
+
 def train_job(args, rec, part, job, model, cmd):
     """One fairseq-train run (train_with_peak_memory): words/s, sentences/s, peak memory."""
     log_path = rec.log_path(f"{part} {job} {model}")
     result = run_training(cmd, log_path, args.timeout, child_env())
     inner = json_records(open(log_path, errors="replace").read()).get("train_inner", [])
-    sentences = None
-    if inner and "bsz" in inner[-1] and "ups" in inner[-1]:
-        sentences = float(inner[-1]["bsz"]) * float(inner[-1]["ups"])
-    rec.add({"part": part, "job": job, "model": model_name(args, model), "wps": result["wps"],
-             "sentences_per_s": sentences, "peak_gpu_mem_mib": result["peak_gpu_mem_mib"],
+    rec.add({"part": part, "job": job, "model": model_name(args, model), **interval_speeds(inner),
+             "peak_gpu_mem_mib": result["peak_gpu_mem_mib"],
              "num_updates": result["num_updates"], "error": result["error"], "wall_s": result["wall_s"],
              "log": os.path.relpath(log_path, args.out_dir), "command": shlex.join(cmd)})
     return result
