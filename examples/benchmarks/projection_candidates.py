@@ -26,6 +26,19 @@ import torch
 from examples.benchmarks.attention import _median_ms, padding_mask
 
 
+def in_matmul_dtype(apply, x, weight, *rest):
+    """``apply(x, weight[:, :S], *rest)`` in the dtype a matmul would take (autocast's where it is on),
+    as the library's project_per_sentence does: the wrapper every candidate shares."""
+    from linformer_plugin.modules.padding import autocast_dtype
+
+    weight = weight[:, :x.size(0)]
+    dtype = autocast_dtype(x.device.type)
+    if dtype is None:
+        return apply(x, weight.to(x.dtype), *rest)
+    with torch.autocast(x.device.type, enabled=False):
+        return apply(x.to(dtype), weight.to(dtype), *rest)
+
+
 def reference(x, weight, padding_mask):
     """Sentence by sentence in float64: real token number p meets column p."""
     out = []
@@ -235,3 +248,8 @@ def run(name, candidate, args, cpu_dtypes=(torch.float32,), nan_pads=True):
             print(json.dumps(record), flush=True)
         save()
     return 0
+
+
+def main_of(description, name, candidate, argv=None, **options):
+    """A candidate module's main: its command line (``parser``), then ``run``."""
+    return run(name, candidate, parser(description).parse_args(argv), **options)

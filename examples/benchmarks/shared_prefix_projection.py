@@ -27,9 +27,8 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from examples.benchmarks.projection_candidates import parser, run
-from linformer_plugin.modules.padding import (SentenceColumns, _build_columns, _columns_per_sentence, _kept_on_mask,
-                                              autocast_dtype)
+from examples.benchmarks.projection_candidates import in_matmul_dtype, main_of
+from linformer_plugin.modules.padding import SentenceColumns, _build_columns, _columns_per_sentence, _kept_on_mask
 
 
 class Plan(NamedTuple):
@@ -113,18 +112,13 @@ class SharedPrefixProjection(torch.autograd.Function):
 def project_per_sentence(x: Tensor, weight: Tensor, padding_mask: Tensor) -> Tensor:
     """The library's contract (rows x B x C); the plan kept on the mask (every layer gets the same one)."""
     plan = _kept_on_mask(padding_mask, "_shared_prefix_plan", (), lambda: build_plan(padding_mask))
-    weight = weight[:, :x.size(0)]
-    dtype = autocast_dtype(x.device.type)
-    if dtype is None:
-        return SharedPrefixProjection.apply(x, weight.to(x.dtype), plan)
-    with torch.autocast(x.device.type, enabled=False):
-        return SharedPrefixProjection.apply(x.to(dtype), weight.to(dtype), plan)
+    return in_matmul_dtype(SharedPrefixProjection.apply, x, weight, plan)
 
 
 def main(argv=None):
-    args = parser(__doc__).parse_args(argv)
     # pads are read (times zero columns), as by the library's path: the check fills them with finite values
-    return run("shared_prefix", project_per_sentence, args, cpu_dtypes=(torch.float64, torch.float32), nan_pads=False)
+    return main_of(__doc__, "shared_prefix", project_per_sentence, argv, cpu_dtypes=(torch.float64, torch.float32),
+                   nan_pads=False)
 
 
 if __name__ == "__main__":

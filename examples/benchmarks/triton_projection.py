@@ -29,7 +29,7 @@ if "--cpu" in sys.argv:  # Triton's interpreter runs the kernels on the CPU: set
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from examples.benchmarks.projection_candidates import parser, run  # noqa: E402
+from examples.benchmarks.projection_candidates import main_of  # noqa: E402
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -200,8 +200,7 @@ def project_per_sentence(x, weight, padding_mask):
 
 
 def main(argv=None):
-    args = parser(__doc__).parse_args(argv)
-    return run("triton", project_per_sentence, args)
+    return main_of(__doc__, "triton", project_per_sentence, argv)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ import sys
 import torch
 from torch import Tensor
 
-from examples.benchmarks.projection_candidates import parser, run
-from linformer_plugin.modules.padding import _kept_on_mask, autocast_dtype
+from examples.benchmarks.projection_candidates import in_matmul_dtype, main_of
+from linformer_plugin.modules.padding import _kept_on_mask
 from linformer_plugin.modules.padding import project_per_sentence as library_path
 
 
@@ -60,18 +60,13 @@ def project_per_sentence(x: Tensor, weight: Tensor, padding_mask: Tensor) -> Ten
     keep = _kept_on_mask(padding_mask, "_zeroed_pads_keep", (), lambda: keep_if_right_padded(padding_mask))
     if keep is None:
         return library_path(x, weight, padding_mask)
-    weight = weight[:, :x.size(0)]
-    dtype = autocast_dtype(x.device.type)
-    if dtype is None:
-        return ZeroedPadsProjection.apply(x, weight.to(x.dtype), keep)
-    with torch.autocast(x.device.type, enabled=False):
-        return ZeroedPadsProjection.apply(x.to(dtype), weight.to(dtype), keep)
+    return in_matmul_dtype(ZeroedPadsProjection.apply, x, weight, keep)
 
 
 def main(argv=None):
-    args = parser(__doc__).parse_args(argv)
     # pads are read (times zero), as by the library's path: the check fills them with finite values
-    return run("zeroed_pads", project_per_sentence, args, cpu_dtypes=(torch.float64, torch.float32), nan_pads=False)
+    return main_of(__doc__, "zeroed_pads", project_per_sentence, argv, cpu_dtypes=(torch.float64, torch.float32),
+                   nan_pads=False)
 
 
 if __name__ == "__main__":
