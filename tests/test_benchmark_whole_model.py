@@ -83,10 +83,13 @@ def test_validate_subset_falls_back_to_train_when_valid_is_too_small(tmp_path):
     _write_idx(tmp_path / "sst2" / "input0" / "train.idx", 60614)
     assert whole_model.num_examples(str(tmp_path / "long"), "valid") == 28
     assert whole_model.num_examples(str(tmp_path / "long"), "test") is None
-    assert whole_model.validate_subset(str(tmp_path / "long"), 32, 3) == "train"
-    assert whole_model.validate_subset(str(tmp_path / "long"), 256, 3) == "train"
-    assert whole_model.validate_subset(str(tmp_path / "sst2"), 256, 3) == "valid"
-    assert whole_model.validate_subset(str(tmp_path / "missing"), 32, 3) == "valid"
+    assert whole_model.validate_subset(str(tmp_path / "long"), 32, 3, 2) == "train"
+    assert whole_model.validate_subset(str(tmp_path / "long"), 256, 3, 2) == "train"
+    assert whole_model.validate_subset(str(tmp_path / "sst2"), 256, 3, 2) == "valid"
+    # 200 timed batches: SST-2's valid split fills them at batch 32 (6,496 sentences), not at 256
+    assert whole_model.validate_subset(str(tmp_path / "sst2"), 32, 3, 200) == "valid"
+    assert whole_model.validate_subset(str(tmp_path / "sst2"), 256, 3, 200) == "train"
+    assert whole_model.validate_subset(str(tmp_path / "missing"), 32, 3, 200) == "valid"
 
 
 def test_pretrain_alone_prepares_no_classification_data(tmp_path):

@@ -15,10 +15,10 @@ First the data, then the parts (``--parts``, in this order; each record goes to
              half of the train_inner intervals (the first hold start-up; min and max beside them),
              peak GPU memory. The SST-2 runs save the checkpoints the inference part reads.
   inference  fairseq-validate sentences/s on SST-2's and the long set's (cut to 512) valid split (the
-             train split, named in the job, where valid holds fewer than the warm-up + 2 batches: the
-             long set's valid split is a few dozen windows), and the hub's encode_batch + predict on
-             512-token inputs (full, and lengths spread over 256..512: right-padded batches), at each
-             batch size. Checkpoints missing: made with a few SST-2 updates first.
+             train split, named in the job, where valid holds fewer than the warm-up + --validate-steps
+             batches: the long set's valid split is a few dozen windows), and the hub's encode_batch +
+             predict on 512-token inputs (full, and lengths spread over 256..512: right-padded
+             batches), at each batch size. Checkpoints missing: made with a few SST-2 updates first.
   pretrain   fairseq-train masked_lm with --sample-break-mode complete and complete_doc at each
              --pretrain-lengths n, --pretrain-tokens tokens a batch (padding included): words/s, peak memory.
 
@@ -169,10 +169,11 @@ def num_examples(data, split):
         return None
 
 
-def validate_subset(data, batch, warmup):
-    """The split fairseq-validate times: valid, unless it holds fewer than warmup + 2 batches and
-    train holds more (the long set's valid split: a few dozen windows, under one batch)."""
-    needed = (warmup + 2) * batch
+def validate_subset(data, batch, warmup, steps):
+    """The split fairseq-validate times: valid, unless it holds fewer than warmup + steps batches and
+    train holds more (SST-2's valid split at batch 256: 26 batches; the long set's: a few dozen
+    windows, under one batch). A second or more of timed batches, not a few."""
+    needed = (warmup + steps) * batch
     valid, train = num_examples(data, "valid"), num_examples(data, "train")
     if valid is not None and valid < needed and train is not None and train > valid:
         return "train"
@@ -341,7 +342,7 @@ def inference(args, rec):
     sets = [("sst2", args.sst2_data)] + ([(f"long cut to {args.length}", long_cut)] if long_cut else [])
     for name, data in sets:
         for batch in args.validate_batch_sizes:
-            subset = validate_subset(data, batch, validate_warmup(args))
+            subset = validate_subset(data, batch, validate_warmup(args), args.validate_steps)
             job = f"validate {name}" + ("" if subset == "valid" else f" ({subset} split)") + f" b={batch}"
             for model in args.models:
                 cmd = validate_command(args, model, sst2_checkpoint(args, model), data, batch, subset)
@@ -446,7 +447,8 @@ def parse_args(argv=None):
     p.add_argument("--long-batch-size", type=int, default=8)
     p.add_argument("--long-updates", type=int, default=60)
     p.add_argument("--validate-batch-sizes", nargs="+", type=int, default=[32, 256])
-    p.add_argument("--validate-steps", type=int, default=60, help="batches per fairseq-validate run, at most")
+    p.add_argument("--validate-steps", type=int, default=200,
+                   help="timed batches per fairseq-validate run, at most (the train split where valid has fewer)")
     p.add_argument("--hub-batch-sizes", nargs="+", type=int, default=[1, 32, 256])
     p.add_argument("--hub-sentences", type=int, default=512, help="timed sentences per batch size (at least 3 calls)")
     p.add_argument("--pretrain-modes", nargs="+", choices=("complete", "complete_doc", "none", "eos"),
