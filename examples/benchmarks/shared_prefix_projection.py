@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 
 from examples.benchmarks.projection_candidates import in_matmul_dtype, main_of
-from linformer_plugin.modules.padding import SentenceColumns, _build_columns, _columns_per_sentence, _kept_on_mask
+from linformer_plugin.modules.padding import (SentenceColumns, _build_columns, _columns_per_sentence, _kept_on_mask,
+                                              _summed_over_sentences)
 
 
 class Plan(NamedTuple):
@@ -98,14 +99,8 @@ class SharedPrefixProjection(torch.autograd.Function):
                     grad_weight[:, :shared] = grad_2d @ head.T
                 else:
                     grad_weight[:, :shared] = torch.bmm(grad_b, x[:shared].permute(1, 2, 0)).sum(dim=0)
-            if shared < seq_len:  # the library's deterministic sum over the sentences, on the tail
-                length = seq_len - shared
-                products = x.new_empty(bsz * length + 1, rows)
-                products[-1] = 0
-                torch.bmm(x[shared:].transpose(0, 1), grad.permute(1, 2, 0),
-                          out=products[:-1].view(bsz, length, rows))
-                grad_weight[:, shared:] = products.index_select(0, plan.tail.source.view(-1)).view(
-                    length, bsz, rows).sum(dim=1).T
+            if shared < seq_len:  # the library's sum over the sentences, on the tail
+                grad_weight[:, shared:] = _summed_over_sentences(x[shared:], grad, plan.tail)
         return grad_x, grad_weight, None
 
 

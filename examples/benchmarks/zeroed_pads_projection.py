@@ -21,14 +21,13 @@ import torch
 from torch import Tensor
 
 from examples.benchmarks.projection_candidates import in_matmul_dtype, main_of
-from linformer_plugin.modules.padding import _kept_on_mask
+from linformer_plugin.modules.padding import _kept_on_mask, is_right_padded
 from linformer_plugin.modules.padding import project_per_sentence as library_path
 
 
 def keep_if_right_padded(padding_mask: Tensor):
     """S x B x 1 (1 at real tokens) when no sentence has a pad before a real token, else None."""
-    right = not bool((padding_mask[:, :-1] & ~padding_mask[:, 1:]).any())  # the one host sync
-    return (~padding_mask).T[..., None] if right else None
+    return (~padding_mask).T[..., None] if is_right_padded(padding_mask) else None  # the one host sync
 
 
 def _zeroed(x: Tensor, keep: Tensor) -> Tensor:

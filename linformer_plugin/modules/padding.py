@@ -79,9 +79,14 @@ class SentenceColumns(NamedTuple):
     """Which column of E each token of a padded batch meets (B x S, S: the sequence length)."""
 
     column: Tensor  # B x S: token (b, p) meets column[b, p] (its number among its sentence's real tokens); S at pads
-    source: Tensor  # S x B: row b S + p of a B x S x * tensor holds sentence b's real token number q; B S past its length
-    right_padded: bool  # every sentence's tokens come first: token (b, p) meets column p, or nothing at pads
+    source: Optional[Tensor]  # S x B: row b S + p of a B x S x * tensor holds sentence b's real token number q;
+    # B S past its length (None under right padding, which sums over the sentences without it)
+    keep: Optional[Tensor]  # right padding (every sentence's tokens first): B x S, True at real tokens; else None
     lane_masks: dict  # right padding: element size -> B x words, made on first use (``_lane_masks``)
+
+    @property
+    def right_padded(self) -> bool:
+        return self.keep is not None
 
 
 def sentence_columns(padding_mask: Tensor) -> SentenceColumns:
@@ -92,16 +97,22 @@ def sentence_columns(padding_mask: Tensor) -> SentenceColumns:
         padding_mask, find_right_padding=_reads_mask_on_host(padding_mask)))
 
 
+def is_right_padded(padding_mask: Tensor) -> bool:
+    """No sentence has a pad before a real token (fairseq's and the hub's batches). One host sync."""
+    return not bool((padding_mask[:, :-1] & ~padding_mask[:, 1:]).any())
+
+
 def _build_columns(padding_mask: Tensor, find_right_padding: bool = False) -> SentenceColumns:
     bsz, seq_len = padding_mask.shape
     keep = ~padding_mask
     column = torch.where(keep, keep.cumsum(dim=1) - 1, seq_len)
+    if find_right_padding and is_right_padded(padding_mask):
+        return SentenceColumns(column, None, keep, {})
     # scatter each real token's row to its number; every pad writes the spare last column (dropped)
     source = torch.full((bsz, seq_len + 1), bsz * seq_len, dtype=torch.long, device=padding_mask.device)
     rows = torch.arange(bsz * seq_len, device=padding_mask.device).view(bsz, seq_len)
     source.scatter_(1, column, rows)
-    right_padded = find_right_padding and not bool((padding_mask[:, :-1] & keep[:, 1:]).any())
-    return SentenceColumns(column, source[:, :seq_len].T.contiguous(), right_padded, {})
+    return SentenceColumns(column, source[:, :seq_len].T.contiguous(), None, {})
 
 
 def _lane_masks(keep: Tensor, element_size: int, words: int) -> Tensor:
@@ -131,10 +142,10 @@ def _columns_per_sentence(weight: Tensor, plan: SentenceColumns, seq_len: int, d
     words = -(-seq_len // per_word)
     if (differentiable or words * per_word > weight.size(1) or weight.stride(1) != 1
             or weight.stride(0) % per_word or weight.storage_offset() % per_word or weight.data_ptr() % 8):
-        return torch.where((plan.column < seq_len)[:, None, :], weight[:, :seq_len], weight.new_zeros(()))
+        return torch.where(plan.keep[:, None, :], weight[:, :seq_len], weight.new_zeros(()))
     masks = plan.lane_masks.get(weight.element_size())
     if masks is None:
-        masks = plan.lane_masks[weight.element_size()] = _lane_masks(plan.column < seq_len, weight.element_size(), words)
+        masks = plan.lane_masks[weight.element_size()] = _lane_masks(plan.keep, weight.element_size(), words)
     as_words = weight[:, :words * per_word].view(torch.int64)
     return torch.bitwise_and(as_words, masks[:, None, :]).view(weight.dtype)[..., :seq_len]
 
@@ -162,32 +173,33 @@ class _ColumnsPerSentence(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         x, weight = ctx.saved_tensors
         plan = ctx.plan
-        (seq_len, bsz, channels), rows = x.shape, weight.size(0)
+        seq_len, bsz, channels = x.shape
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:  # pads meet zero columns: their gradient is 0
             grad_x = x.new_empty(seq_len, bsz, channels)
             torch.bmm(_columns_per_sentence(weight, plan, seq_len).transpose(1, 2), grad.transpose(0, 1),
                       out=grad_x.transpose(0, 1))
         if ctx.needs_input_grad[1]:
-            grad_weight = weight.new_zeros(weight.shape) if weight.size(1) > seq_len else None
-            if plan.right_padded:
-                # each token's product with the gradient (B x S x rows), summed over the sentences
-                # where real: position p's 1 x B keep row times its B x rows products, S GEMVs
-                products = torch.bmm(x.transpose(0, 1), grad.permute(1, 2, 0))
-                keep = (plan.column < seq_len).T.to(products.dtype)
-                sums = torch.bmm(keep[:, None, :], products.transpose(0, 1)).view(seq_len, rows).T
-            else:
-                # each token's product with the gradient (B S rows, pads too, and a zero row), then the
-                # products of real token number q summed over the sentences: no atomics, deterministic
-                products = x.new_empty(bsz * seq_len + 1, rows)
-                products[-1] = 0
-                torch.bmm(x.transpose(0, 1), grad.permute(1, 2, 0), out=products[:-1].view(bsz, seq_len, rows))
-                sums = products.index_select(0, plan.source.view(-1)).view(seq_len, bsz, rows).sum(dim=1).T
-            if grad_weight is None:
-                grad_weight = sums
-            else:
-                grad_weight[:, :seq_len] = sums
+            grad_weight = _summed_over_sentences(x, grad, plan)
+            if weight.size(1) > seq_len:  # E's columns past S (whole words) meet no token
+                grad_weight = F.pad(grad_weight, (0, weight.size(1) - seq_len))
         return grad_x, grad_weight, None
+
+
+def _summed_over_sentences(x: Tensor, grad: Tensor, plan: SentenceColumns) -> Tensor:
+    """E's gradient (rows x S): each token's product with the output's gradient, those of real token
+    number q summed over the sentences, with no atomics (deterministic). x: S x B x C, grad: rows x B x C."""
+    (seq_len, bsz, _), rows = x.shape, grad.size(0)
+    if plan.right_padded:
+        # B x S x rows products; position p's 1 x B keep row times its B x rows products (S GEMVs)
+        products = torch.bmm(x.transpose(0, 1), grad.permute(1, 2, 0))
+        keep = plan.keep.T.to(products.dtype)
+        return torch.bmm(keep[:, None, :], products.transpose(0, 1)).view(seq_len, rows).T
+    # B S products (pads too) and a zero row, gathered by real token number, then summed
+    products = x.new_empty(bsz * seq_len + 1, rows)
+    products[-1] = 0
+    torch.bmm(x.transpose(0, 1), grad.permute(1, 2, 0), out=products[:-1].view(bsz, seq_len, rows))
+    return products.index_select(0, plan.source.view(-1)).view(seq_len, bsz, rows).sum(dim=1).T
 
 
 def project_per_sentence(x: Tensor, weight: Tensor, padding_mask: Tensor) -> Tensor:
@@ -250,8 +262,7 @@ def _build_compaction(x: Tensor, padding_mask: Tensor, rows: Optional[int], b_ma
     lengths = keep.sum(dim=1)
     beyond = torch.arange(rows or seq_len, device=x.device)[:, None] >= lengths[None, :]
     pads = (padding_mask if b_major else padding_mask.T).flatten()
-    # right padding: no pad before a real token in any sentence
-    if find_right_padding and not bool((padding_mask[:, :-1] & keep[:, 1:]).any()):
+    if find_right_padding and is_right_padded(padding_mask):
         return Compaction(None, None, pads, beyond, lengths, b_major, True)
     # real token number p (fairseq's count) goes to position p; the pads follow, in order
     position = torch.where(keep, keep.cumsum(dim=1) - 1, lengths[:, None] + padding_mask.cumsum(dim=1) - 1)
