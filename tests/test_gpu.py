@@ -65,6 +65,23 @@ def test_sdpa_kernels_equal_explicit_path(dtype):
     assert relative_error(fast, explicit) < (1e-4 if dtype == torch.float32 else 1e-2)
 
 
+@pytest.mark.parametrize("padded", [False, True])
+def test_padded_batches_do_not_use_cudnn_attention(padded):
+    """cuDNN's attention builds a plan per new shape (milliseconds of CPU): padded batches, whose length
+    changes from batch to batch, take another SDPA backend, forward and backward."""
+    attn, _ = attention()
+    attn.half()
+    x = torch.randn(1024, 4, 768, device="cuda", dtype=torch.float16, requires_grad=True)
+    mask = padding_mask(4, 1024) if padded else None
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        out, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)
+        out.float().sum().backward()
+    ops = {e.key for e in prof.key_averages()}
+    assert any("attention" in op and op.startswith("aten::_") for op in ops), sorted(ops)
+    if padded:
+        assert not any("cudnn_attention" in op for op in ops), sorted(ops)
+
+
 # ----------------------------------------------------------------------------- projection variants
 # (projection, sharing, per-head order): see tests/test_projection_variants.py for the CPU checks
 

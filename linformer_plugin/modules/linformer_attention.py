@@ -233,7 +233,7 @@ class LinformerSelfAttention(nn.Module):
             if not need_head_weights:
                 weights = weights.mean(dim=0)
         else:
-            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            attn = _sdpa(q, k, v, mask, dropout_p, padded=key_padding_mask is not None)
         if chunks == 1:
             attn = attn.permute(2, 0, 1, 3).reshape(tgt_len, bsz, embed_dim)
         else:  # (chunks, B*H, T/chunks, d) -> T x B x C
@@ -250,6 +250,25 @@ class LinformerSelfAttention(nn.Module):
         weights = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))
         probs = F.dropout(weights.type_as(q), p=dropout_p, training=dropout_p > 0)
         return probs @ v, weights
+
+
+try:  # torch >= 2.3
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    _NOT_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+except ImportError:  # older torch has no cuDNN attention to avoid
+    sdpa_kernel = None
+
+
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], dropout_p: float, padded: bool) -> Tensor:
+    """SDPA, without cuDNN's backend for padded batches on CUDA. cuDNN's attention (torch's first
+    choice on Hopper) builds a plan for each new shape, milliseconds of CPU, and padded batches
+    (fine-tuning, inference, ``complete`` blocks) bring a new length in most batches; fixed-length
+    pretraining batches (unpadded) keep it, its kernels being the faster ones once built."""
+    if padded and q.is_cuda and sdpa_kernel is not None:
+        with sdpa_kernel(_NOT_CUDNN):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
 def query_chunks(tgt_len: int, batch_heads: int, target_blocks: int = 256, min_chunk: int = 256) -> int:
