@@ -202,19 +202,9 @@ def per_sentence_product(weight, x, mask):
     return torch.stack(out, dim=1)
 
 
-def large_batches_path(monkeypatch):
-    """The padded linear projection as batches past SMALL_BATCH_TOKENS take it (_ColumnsPerSentence)."""
-    from linformer_plugin.modules import padding as padding_module
-
-    monkeypatch.setattr(padding_module, "SMALL_BATCH_TOKENS", 0)
-
-
 @pytest.mark.parametrize("channels", [16, 5])  # per-sentence columns; 2 k > C: a compacted copy of x
 @pytest.mark.parametrize("padding", ["mixed", "right"])  # right: E's own columns, zeroed at pads
-@pytest.mark.parametrize("batch", ["small", "large"])  # differentiable ops; the custom autograd.Function
-def test_padded_projection_and_its_gradients_are_exact(monkeypatch, channels, padding, batch):
-    if batch == "large":
-        large_batches_path(monkeypatch)
+def test_padded_projection_and_its_gradients_are_exact(channels, padding):
     proj, x, mask = padded_case(channels=channels, padding=padding)
     keys, values, key_mask = proj(x, mask)  # E X and F X, each 1 x k x B x C
     assert key_mask is None
@@ -275,7 +265,6 @@ def test_compiled_form_of_the_padded_projection_is_the_same(monkeypatch, padding
     memory): values and gradients as the custom backward's."""
     from linformer_plugin.modules import padding as padding_module
 
-    large_batches_path(monkeypatch)
     proj, x, mask = padded_case(padding=padding)
     outs = []
     for compiling in (False, True):  # a mask of its own each: compiling, the plan is built without host reads
@@ -381,10 +370,8 @@ def _kept_for_the_backward(monkeypatch, projection, x, mask):
 
 
 def test_padded_projection_keeps_no_per_sentence_columns_for_the_backward(monkeypatch):
-    """Past SMALL_BATCH_TOKENS neither per-sentence columns (B x S x rows) nor a copy of the input
-    (S x B x C) are kept for the backward: the forward keeps E and X itself (the layer's input, kept
-    by q_proj anyway)."""
-    large_batches_path(monkeypatch)
+    """Neither per-sentence columns (B x S x rows) nor a copy of the input (S x B x C) are kept for
+    the backward: the forward keeps E and X itself (the layer's input, kept by q_proj anyway)."""
     proj, x, mask = padded_case(S=64, B=4, channels=64, n=64, k=32)  # B x S x rows: the size of X
     kept = _kept_for_the_backward(monkeypatch, proj, x, mask)
     tensors = [t for t in kept if isinstance(t, torch.Tensor)]

@@ -217,16 +217,8 @@ def project_per_sentence(x: Tensor, weight: Tensor, padding_mask: Tensor) -> Ten
         return _project_per_sentence(x.to(dtype), weight.to(dtype), plan)
 
 
-# Batches of at most this many token slots (B x S) take differentiable ops instead of
-# _ColumnsPerSentence: short-input fine-tuning is paced by the CPU, and a Python autograd.Function's
-# backward waits for the GIL, which fairseq's data-loading threads hold at times; what the ops keep
-# for the backward (B x k x S) is small there.
-SMALL_BATCH_TOKENS = 8192
-
-
 def _project_per_sentence(x: Tensor, weight: Tensor, plan: SentenceColumns) -> Tensor:
-    # under torch.compile the compiler plans the memory of the same products
-    if _compiling() or x.size(0) * x.size(1) <= SMALL_BATCH_TOKENS:
+    if _compiling():  # the same products from differentiable ops: the compiler plans the memory
         per_sentence = _columns_per_sentence(weight, plan, x.size(0), differentiable=True)
         return torch.bmm(per_sentence, x.transpose(0, 1)).transpose(0, 1)
     return _ColumnsPerSentence.apply(x, weight, plan)
