@@ -47,6 +47,8 @@ def test_whole_model_cpu_smoke(tmp_path):
     for r in records:
         assert r["error"] is None, r
         assert r["wps"] > 0 and r["sentences_per_s"] > 0, r
+        if r["part"] != "inference":  # fairseq's end-of-epoch average beside the later intervals'
+            assert r["wps_run"] > 0, r
     table = (out / "table.md").read_text()
     for part in ("finetune", "inference", "pretrain"):
         assert f"## {part}" in table
@@ -129,3 +131,44 @@ def test_training_speed_is_the_mean_of_the_later_intervals():
     assert speeds["wps"] == 1000.0 and (speeds["wps_min"], speeds["wps_max"]) == (800.0, 1200.0)
     assert speeds["sentences_per_s"] == 320.0 and speeds["wps_last"] == 800.0 and speeds["intervals"] == 3
     assert interval_speeds([])["wps"] is None
+    assert "wps_run" not in speeds  # no end-of-epoch line given
+    assert interval_speeds(inner, [{"train_wps": "750.5"}])["wps_run"] == 750.5
+
+
+@pytest.mark.slow
+def test_profile_train_step_cpu_smoke(tmp_path):
+    """Fairseq's Trainer on real batches, ours and RoBERTa: time per update, and the batches padded
+    to a multiple of 8 tokens where asked."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "examples.benchmarks.profile_train_step", "--cpu", "--tiny",
+           "--corpus", str(REPO / "examples" / "quickstart" / "data"),
+           "--sst2", str(REPO / "examples" / "quickstart" / "classification"), "--jobs", "sst2",
+           "--pad-multiples", "1", "8", "--warmup", "1", "--steps", "2", "--profile-steps", "1",
+           "--work-dir", str(tmp_path / "work"), "--out-dir", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["model"], r["pad_multiple"]) for r in records] == [
+        ("ours_k16", 1), ("roberta", 1), ("ours_k16", 8), ("roberta", 8)]
+    for r in records:
+        assert r["ms_per_update"] > 0 and r["words_per_s"] > 0, r
+        assert (out / f"profile-sst2-{r['model']}-pad{r['pad_multiple']}.txt").read_text().strip()
+    # the same batches (fairseq's seeded order), each padded up to a multiple of 8 tokens
+    for plain, padded in zip(records[:2], records[2:]):
+        assert plain["mean_length"] < padded["mean_length"] < plain["mean_length"] + 8
+    assert not (tmp_path / "work" / "profile-checkpoints").exists()  # no crash: nothing saved
+
+
+def test_batches_padded_to_a_multiple_keep_their_targets():
+    import torch
+
+    from examples.benchmarks.profile_train_step import padded_to_multiple
+
+    tokens = torch.arange(26).view(2, 13) + 4
+    for target, padded_target in ((torch.tensor([[1], [0]]), False), (tokens.clone(), True)):
+        sample = padded_to_multiple({"net_input": {"src_tokens": tokens}, "target": target}, 8, pad=1)
+        src = sample["net_input"]["src_tokens"]
+        assert src.shape == (2, 16) and torch.equal(src[:, :13], tokens) and (src[:, 13:] == 1).all()
+        # a masked-LM target (the input's shape) is padded with it; a class label is left alone
+        assert sample["target"].shape == ((2, 16) if padded_target else (2, 1))
+    assert padded_to_multiple({"net_input": {"src_tokens": tokens}}, 1, pad=1)["net_input"]["src_tokens"] is tokens

@@ -13,7 +13,8 @@ First the data, then the parts (``--parts``, in this order; each record goes to
   finetune   fairseq-train sentence_prediction from random weights on SST-2 (max positions 512) and on
              the long set: words/s (real tokens) and sentences/s (bsz x ups), means over the second
              half of the train_inner intervals (the first hold start-up; min and max beside them),
-             peak GPU memory. The SST-2 runs save the checkpoints the inference part reads.
+             fairseq's whole-run average (warm-up included), peak GPU memory. The SST-2 runs save
+             the checkpoints the inference part reads.
   inference  fairseq-validate sentences/s on SST-2's and the long set's (cut to 512) valid split (the
              train split, named in the job, where valid holds fewer than the warm-up + --validate-steps
              batches: the long set's valid split is a few dozen windows), and the hub's encode_batch +
@@ -264,11 +265,13 @@ class Recorder:
               flush=True)
 
 
-def interval_speeds(inner):
+def interval_speeds(inner, train=()):
     """words/s and sentences/s (bsz x ups) over the second half of fairseq's train_inner intervals, as
     means with their min and max, and the last interval's words/s. Short-sentence fine-tuning is
     bound by the CPU, and one interval differs from the next by up to a third: the last alone
-    misleads."""
+    misleads. ``train``: fairseq's end-of-epoch lines; the last gives the whole run's words/s
+    (``wps_run``: warm-up included, as a user's short run sees it, e.g. attention kernels built for
+    each new sentence length)."""
     late = inner[len(inner) // 2:]
     words = [float(r["wps"]) for r in late if "wps" in r]
     sentences = [float(r["bsz"]) * float(r["ups"]) for r in late if "bsz" in r and "ups" in r]
@@ -278,6 +281,8 @@ def interval_speeds(inner):
         speeds.update(wps=sum(words) / len(words), wps_min=min(words), wps_max=max(words))
     if sentences:
         speeds["sentences_per_s"] = sum(sentences) / len(sentences)
+    if train and "train_wps" in train[-1]:
+        speeds["wps_run"] = float(train[-1]["train_wps"])
     return speeds
 
 
@@ -285,8 +290,9 @@ def train_job(args, rec, part, job, model, cmd):
     """One fairseq-train run (train_with_peak_memory): words/s, sentences/s, peak memory."""
     log_path = rec.log_path(f"{part} {job} {model}")
     result = run_training(cmd, log_path, args.timeout, child_env())
-    inner = json_records(open(log_path, errors="replace").read()).get("train_inner", [])
-    rec.add({"part": part, "job": job, "model": model_name(args, model), **interval_speeds(inner),
+    records = json_records(open(log_path, errors="replace").read())
+    rec.add({"part": part, "job": job, "model": model_name(args, model),
+             **interval_speeds(records.get("train_inner", []), records.get("train", [])),
              "peak_gpu_mem_mib": result["peak_gpu_mem_mib"],
              "num_updates": result["num_updates"], "error": result["error"], "wall_s": result["wall_s"],
              "log": os.path.relpath(log_path, args.out_dir), "command": shlex.join(cmd)})
@@ -379,7 +385,8 @@ def pretrain(args, rec):
 
 # ----------------------------------------------------------------------------- report
 
-METRICS = {"wps": "words/s", "sentences_per_s": "sentences/s", "peak_gpu_mem_mib": "peak MiB"}
+METRICS = {"wps": "words/s", "wps_run": "words/s whole run", "sentences_per_s": "sentences/s",
+           "peak_gpu_mem_mib": "peak MiB"}
 
 
 def markdown_report(records):
@@ -387,7 +394,8 @@ def markdown_report(records):
     models = list(dict.fromkeys(r["model"] for r in records))
     ours = next((m for m in models if m.startswith("ours")), None)
     sections = ["# Whole model: ours beside RoBERTa", "",
-                "words/s: real tokens per second (fairseq's wps; tokens/s for inference); sentences/s: "
+                "words/s: real tokens per second (fairseq's wps over the later log intervals; tokens/s for "
+                "inference); words/s whole run: fairseq's end-of-epoch average, warm-up included; sentences/s: "
                 "training bsz x ups, inference sentences over timed batches; peak MiB: "
                 "torch.cuda.max_memory_allocated. ours/roberta above 1x: ours is faster (or larger)."]
     for part in dict.fromkeys(r["part"] for r in records):
