@@ -7,7 +7,7 @@ after --warmup updates, --steps timed updates (ms per update, sentences/s, words
 --profile-steps under torch.profiler: GPU kernels' time and kernel launches per update, and the
 ops that take the CPU's time. Kernel time well under the time per update: the CPU sets the pace.
 
-``--pad-to-multiple M`` right-pads each batch to a multiple of M tokens (cuBLAS's fp16 GEMMs want
+``--pad-multiples 1 M`` also runs each batch right-padded to a multiple of M tokens (cuBLAS's fp16 GEMMs want
 their inner size a multiple of 8; E X in a Linformer layer has the batch's length as that size).
 
     python -m examples.benchmarks.profile_train_step --corpus .corpus/docs-corpus --sst2 .corpus/sst-2 \\
@@ -19,7 +19,6 @@ CPU smoke:
 
 import argparse
 import gc
-import json
 import os
 import sys
 import time
@@ -51,7 +50,8 @@ def build_trainer(train_args):
 
 
 def padded_to_multiple(sample, multiple, pad):
-    """The batch right-padded to a multiple of ``multiple`` tokens (a target of the input's shape too: masked LM)."""
+    """The batch right-padded to a multiple of ``multiple`` tokens (a target of the input's shape too:
+    masked LM's; a class label stays as it is)."""
     if multiple <= 1:
         return sample
     net_input = sample["net_input"]
@@ -67,9 +67,9 @@ def padded_to_multiple(sample, multiple, pad):
 
 def fetch(epoch_itr, count):
     """``count`` batches from fairseq's iterator (shuffled, as fairseq-train; a new epoch if needed)."""
-    batches, epoch = [], epoch_itr
+    batches = []
     while len(batches) < count:
-        for sample in epoch.next_epoch_itr(shuffle=True):
+        for sample in epoch_itr.next_epoch_itr(shuffle=True):
             batches.append(sample)
             if len(batches) == count:
                 break
