@@ -2,7 +2,8 @@
 
 fairseq-train's log intervals mix data loading, logging and start-up into the speed; here the
 same Trainer (fairseq's, built from the same flags as ``examples.benchmarks.whole_model``'s
-fine-tuning) runs ``train_step`` on batches fetched beforehand from fairseq's own iterator:
+fine-tuning) runs ``train_step`` on batches fetched beforehand from fairseq's own iterator
+(``--live``: taken from it update by update, its data-loading workers at work, as fairseq-train does):
 after --warmup updates, --steps timed updates (ms per update, sentences/s, words/s), then
 --profile-steps under torch.profiler: GPU kernels' time and kernel launches per update, and the
 ops that take the CPU's time. Kernel time well under the time per update: the CPU sets the pace.
@@ -19,6 +20,7 @@ CPU smoke:
 
 import argparse
 import gc
+import itertools
 import os
 import sys
 import time
@@ -65,31 +67,31 @@ def padded_to_multiple(sample, multiple, pad):
     return sample
 
 
-def fetch(epoch_itr, count):
-    """``count`` batches from fairseq's iterator (shuffled, as fairseq-train; a new epoch if needed)."""
-    batches = []
-    while len(batches) < count:
+def batch_stream(epoch_itr, pad_multiple, pad):
+    """fairseq's batches (shuffled, as fairseq-train; epoch after epoch), padded to ``pad_multiple``."""
+    while True:
         for sample in epoch_itr.next_epoch_itr(shuffle=True):
-            batches.append(sample)
-            if len(batches) == count:
-                break
-    return batches
+            yield padded_to_multiple(sample, pad_multiple, pad)
 
 
-def measure(train_args, pad_multiple, warmup, steps, profile_steps, rows, cuda):
+def measure(train_args, pad_multiple, warmup, steps, profile_steps, rows, cuda, live=False):
+    """``live``: each batch is taken from fairseq's iterator as its update starts (data-loading workers
+    and threads at work), as in fairseq-train; else all are fetched before the first update."""
     trainer, task, epoch_itr = build_trainer(train_args)
-    pad = task.source_dictionary.pad()
-    batches = [padded_to_multiple(s, pad_multiple, pad) for s in fetch(epoch_itr, warmup + steps + profile_steps)]
+    stream = batch_stream(epoch_itr, pad_multiple, task.source_dictionary.pad())
+    if not live:
+        stream = iter(list(itertools.islice(stream, warmup + steps + profile_steps)))
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    for sample in batches[:warmup]:
+    for sample in itertools.islice(stream, warmup):
         trainer.train_step([sample])
-    timed = batches[warmup:warmup + steps]
+    timed = []
     sync()
     start = time.perf_counter()
-    for sample in timed:
+    for sample in itertools.islice(stream, steps):
         trainer.train_step([sample])
+        timed.append(sample)
     sync()
     seconds = time.perf_counter() - start
     result = {"ms_per_update": seconds / steps * 1e3, "updates_per_s": steps / seconds,
@@ -102,9 +104,8 @@ def measure(train_args, pad_multiple, warmup, steps, profile_steps, rows, cuda):
     table = ""
     if profile_steps:
         activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
-        profiled = batches[warmup + steps:]
         with torch.profiler.profile(activities=activities) as prof:
-            for sample in profiled:
+            for sample in itertools.islice(stream, profile_steps):
                 trainer.train_step([sample])
             sync()
         # GPU work: the device's events, less the ranges fairseq names with record_function ("forward", ...)
@@ -118,7 +119,7 @@ def measure(train_args, pad_multiple, warmup, steps, profile_steps, rows, cuda):
         table = events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60)
         if cuda:
             table += "\n" + events.table(sort_by="self_cuda_time_total", row_limit=rows, max_name_column_width=60)
-    del trainer, batches
+    del trainer, stream, timed
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
@@ -147,6 +148,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--profile-steps", type=int, default=10)
     p.add_argument("--rows", type=int, default=25)
+    p.add_argument("--live", action="store_true", help="take each batch from fairseq's iterator as fairseq-train "
+                   "does (its data-loading workers at work), not fetched before the first update")
     own, rest = p.parse_known_args(argv)
     if "-h" in rest or "--help" in rest:
         p.print_help()
@@ -161,8 +164,10 @@ def main(argv=None):
         for multiple in own.pad_multiples:
             for model in args.models:
                 flags = job_flags(args, job, model)
-                result, table = measure(flags, multiple, own.warmup, own.steps, own.profile_steps, own.rows, cuda)
+                result, table = measure(flags, multiple, own.warmup, own.steps, own.profile_steps, own.rows, cuda,
+                                        live=own.live)
                 record = {"job": job, "model": whole_model.model_name(args, model), "pad_multiple": multiple,
+                          "batches": "live" if own.live else "fetched beforehand",
                           **result, "flags": flags}
                 records.append(record)
                 write_jsonl(os.path.join(args.out_dir, "results.jsonl"), records)
