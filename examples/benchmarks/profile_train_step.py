@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from examples.benchmarks import whole_model
+from examples.benchmarks.profile_attention import gpu_work
 from linformer_plugin.io import write_jsonl
 
 
@@ -108,11 +109,9 @@ def measure(train_args, pad_multiple, warmup, steps, profile_steps, rows, cuda, 
             for sample in itertools.islice(stream, profile_steps):
                 trainer.train_step([sample])
             sync()
-        # GPU work: the device's events, less the ranges fairseq names with record_function ("forward", ...)
-        on_gpu = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
-                  and not getattr(e, "is_user_annotation", False)]
-        result["gpu_kernels_ms_per_update"] = sum(e.time_range.elapsed_us() for e in on_gpu) / profile_steps / 1e3
-        result["kernels_per_update"] = len(on_gpu) / profile_steps
+        gpu_ms, gpu_ops = gpu_work(prof)
+        result["gpu_kernels_ms_per_update"] = gpu_ms / profile_steps
+        result["kernels_per_update"] = gpu_ops / profile_steps
         events = prof.key_averages()
         launches = [e for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC")]
         result["launches_per_update"] = sum(e.count for e in launches) / profile_steps
