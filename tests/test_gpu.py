@@ -66,19 +66,23 @@ def test_sdpa_kernels_equal_explicit_path(dtype):
 
 
 @pytest.mark.parametrize("padded", [False, True])
-def test_padded_batches_do_not_use_cudnn_attention(padded):
-    """cuDNN's attention builds a plan per new shape (milliseconds of CPU): padded batches, whose length
-    changes from batch to batch, take another SDPA backend, forward and backward."""
+@pytest.mark.parametrize("grad", [False, True])
+def test_cudnn_attention_only_for_unpadded_training(padded, grad):
+    """cuDNN's attention builds a plan per new shape (milliseconds of CPU): padded batches and
+    inference, whose lengths change from call to call, take another SDPA backend, forward and backward;
+    unpadded training batches (one fixed shape) are left to SDPA's choice."""
     attn, _ = attention()
     attn.half()
-    x = torch.randn(1024, 4, 768, device="cuda", dtype=torch.float16, requires_grad=True)
+    x = torch.randn(1024, 4, 768, device="cuda", dtype=torch.float16, requires_grad=grad)
     mask = padding_mask(4, 1024) if padded else None
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        out, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)
-        out.float().sum().backward()
+        with torch.set_grad_enabled(grad):
+            out, _ = attn(x, x, x, key_padding_mask=mask, need_weights=False)
+            if grad:
+                out.float().sum().backward()
     ops = {e.key for e in prof.key_averages()}
     assert any("attention" in op and op.startswith("aten::_") for op in ops), sorted(ops)
-    if padded:
+    if padded or not grad:
         assert not any("cudnn_attention" in op for op in ops), sorted(ops)
 
 

@@ -261,11 +261,12 @@ except ImportError:  # older torch has no cuDNN attention to avoid
 
 
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], dropout_p: float, padded: bool) -> Tensor:
-    """SDPA, without cuDNN's backend for padded batches on CUDA. cuDNN's attention (torch's first
-    choice on Hopper) builds a plan for each new shape, milliseconds of CPU, and padded batches
-    (fine-tuning, inference, ``complete`` blocks) bring a new length in most batches; fixed-length
-    pretraining batches (unpadded) keep it, its kernels being the faster ones once built."""
-    if padded and q.is_cuda and sdpa_kernel is not None:
+    """SDPA, kept off cuDNN's backend on CUDA except for unpadded training batches. cuDNN's attention
+    (torch's first choice on Hopper) builds a plan for each new shape, milliseconds of CPU, and padded
+    batches (fine-tuning, ``complete`` blocks) and inference inputs (the hub's one text at a time)
+    bring a new length in most calls. Fixed-length pretraining batches (unpadded, with grad) keep
+    SDPA's choice: there the plan is built once and cuDNN's training kernels are the faster."""
+    if (padded or not torch.is_grad_enabled()) and q.is_cuda and sdpa_kernel is not None:
         with sdpa_kernel(_NOT_CUDNN):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
