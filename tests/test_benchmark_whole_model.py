@@ -158,14 +158,19 @@ def test_profile_train_step_cpu_smoke(tmp_path):
         assert plain["mean_length"] < padded["mean_length"] < plain["mean_length"] + 8
     assert not (tmp_path / "work" / "profile-checkpoints").exists()  # no crash: nothing saved
 
-    # --live: batches taken from fairseq's iterator update by update, its workers at work
+    # --live: batches taken from fairseq's iterator update by update, its workers at work; --sdpa: ours
+    # once per choice of SDPA kernels
     live = subprocess.run(cmd[:cmd.index("--pad-multiples")] + ["--live", "--models", "ours", "--num-workers", "1",
+                                                                 "--sdpa", "library", "cudnn-bucketed",
                                                                  "--out-dir", str(tmp_path / "live"),
                                                                  "--work-dir", str(tmp_path / "work")],
                           cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert live.returncode == 0, live.stdout[-3000:] + live.stderr[-3000:]
-    (record,) = [json.loads(line) for line in (tmp_path / "live" / "results.jsonl").read_text().splitlines()]
-    assert record["batches"] == "live" and record["ms_per_update"] > 0
+    records = [json.loads(line) for line in (tmp_path / "live" / "results.jsonl").read_text().splitlines()]
+    assert [r["sdpa"] for r in records] == ["library", "cudnn-bucketed"]
+    for r in records:
+        assert r["batches"] == "live" and r["ms_per_update"] > 0
+    assert (tmp_path / "live" / "profile-sst2-ours_k16-pad1-cudnn-bucketed.txt").is_file()
 
 
 def test_batches_padded_to_a_multiple_keep_their_targets():

@@ -48,6 +48,13 @@ def test_benchmark_attention_cpu_smoke(tmp_path):
         assert (out / "time_fp32.png").stat().st_size > 0
         assert (out / "memory_fp32.png").stat().st_size > 0
 
+    # --sdpa: ours' SDPA kernels forced for the run, named in ours' records (the baselines keep theirs)
+    bench.main(args[:-1] + [str(tmp_path / "forced"), "--impls", "ours", "sdpa_full", "--lengths", "64",
+                            "--sdpa", "cudnn-bucketed"])
+    records = _read_jsonl(tmp_path / "forced" / "results.jsonl")
+    assert sorted((r["impl"], r.get("sdpa")) for r in records) == [("ours", "cudnn-bucketed"), ("sdpa_full", None)]
+    assert all(r["fwd_ms"] > 0 and "error" not in r for r in records), records
+
     # the building blocks, as another script would call them
     record = bench.time_case("fq_linf", 64, 32, "fp32", 128, embed_dim=32, num_heads=2, device="cpu",
                              warmup=0, repeat=1)

@@ -20,6 +20,7 @@ the median inference-forward time, the median forward+backward time and the peak
 impl gets the key_padding_mask (B = 1 is refused: one sentence has no pads, so give --tokens 2n or more
 for padded batches at the longest n). --padded is --paddings right. --max-positions P builds the Linformers
 for inputs up to P tokens and feeds them n: short inputs (n < k) of a model made for longer ones.
+--sdpa CHOICE: the SDPA kernels ours runs (examples.benchmarks.sdpa_backends; default: the library's rule).
 GPU run (defaults):   python -m examples.benchmarks.attention [--compile]
 Padded vs unpadded:   python -m examples.benchmarks.attention --impls ours sdpa_full --dtypes fp16 --ks 128 \
                           --paddings none right
@@ -48,6 +49,7 @@ from torch import nn
 from examples.common.environment import environment, module_command
 from examples.common.reference import reference_user_dir
 from linformer_plugin.io import atomic_write_text, write_jsonl
+from examples.benchmarks.sdpa_backends import CHOICES, sdpa_backends
 
 # the projection variants of ours: impl -> (--compressed-projection, --compressed-sharing)
 VARIANT_IMPLS = {
@@ -344,6 +346,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out-dir", default="benchmarks/attention")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--sdpa", choices=CHOICES, default="library",
+                   help="which SDPA kernels ours runs (examples.benchmarks.sdpa_backends; default: the library's rule)")
     args = p.parse_args(argv)
     if args.impls is None:
         args.impls = [i for i in IMPLS if (i != "ours_compiled" or args.compile)
@@ -376,9 +380,12 @@ def main(argv=None):
     records = []
     results_path = os.path.join(args.out_dir, "results.jsonl")
     for i, (impl, n, k, dtype, padding) in enumerate(cases, 1):
-        record = time_case(impl, n, k if k is not None else args.ks[0], dtype, args.tokens, args.embed_dim,
-                           args.heads, device, args.warmup, args.repeat, args.compile_mode, padding=padding,
-                           max_positions=args.max_positions)
+        with sdpa_backends(args.sdpa):
+            record = time_case(impl, n, k if k is not None else args.ks[0], dtype, args.tokens, args.embed_dim,
+                               args.heads, device, args.warmup, args.repeat, args.compile_mode, padding=padding,
+                               max_positions=args.max_positions)
+        if args.sdpa != "library" and impl in LINFORMER_IMPLS:
+            record["sdpa"] = args.sdpa
         records.append(record)
         write_jsonl(results_path, records)  # rewritten after every case: a crash keeps what was measured
         print(f"[{i}/{len(cases)}] {impl:14s} n={n:6d} B={record['B']:4d} k={str(record['k']):4s} {dtype} "

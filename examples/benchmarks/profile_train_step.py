@@ -10,6 +10,7 @@ ops that take the CPU's time. Kernel time well under the time per update: the CP
 
 ``--pad-multiples 1 M`` also runs each batch right-padded to a multiple of M tokens (cuBLAS's fp16 GEMMs want
 their inner size a multiple of 8; E X in a Linformer layer has the batch's length as that size).
+``--sdpa library efficient ...`` runs ours once per choice of SDPA kernels (``examples.benchmarks.sdpa_backends``).
 
     python -m examples.benchmarks.profile_train_step --corpus .corpus/docs-corpus --sst2 .corpus/sst-2 \\
         --jobs sst2 long --pad-multiples 1 8 --out-dir OUT
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 
 from examples.benchmarks import whole_model
 from examples.benchmarks.profile_attention import gpu_work
+from examples.benchmarks.sdpa_backends import CHOICES, sdpa_backends
 from linformer_plugin.io import write_jsonl
 
 
@@ -147,6 +149,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--profile-steps", type=int, default=10)
     p.add_argument("--rows", type=int, default=25)
+    p.add_argument("--sdpa", nargs="+", choices=CHOICES, default=["library"],
+                   help="ours: the SDPA kernels to run, each in turn (examples.benchmarks.sdpa_backends)")
     p.add_argument("--live", action="store_true", help="take each batch from fairseq's iterator as fairseq-train "
                    "does (its data-loading workers at work), not fetched before the first update")
     own, rest = p.parse_known_args(argv)
@@ -161,16 +165,17 @@ def main(argv=None):
     records = []
     for job in own.jobs:
         for multiple in own.pad_multiples:
-            for model in args.models:
+            for model, sdpa in [(m, c) for m in args.models for c in (own.sdpa if m == "ours" else ["library"])]:
                 flags = job_flags(args, job, model)
-                result, table = measure(flags, multiple, own.warmup, own.steps, own.profile_steps, own.rows, cuda,
-                                        live=own.live)
+                with sdpa_backends(sdpa):
+                    result, table = measure(flags, multiple, own.warmup, own.steps, own.profile_steps, own.rows,
+                                            cuda, live=own.live)
                 record = {"job": job, "model": whole_model.model_name(args, model), "pad_multiple": multiple,
                           "batches": "live" if own.live else "fetched beforehand",
-                          **result, "flags": flags}
+                          **({"sdpa": sdpa} if model == "ours" else {}), **result, "flags": flags}
                 records.append(record)
                 write_jsonl(os.path.join(args.out_dir, "results.jsonl"), records)
-                name = f"{job}-{record['model']}-pad{multiple}"
+                name = f"{job}-{record['model']}-pad{multiple}" + (f"-{sdpa}" if sdpa != "library" else "")
                 with open(os.path.join(args.out_dir, f"profile-{name}.txt"), "w", encoding="utf-8") as f:
                     f.write(table)
                 print(f"== {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in result.items()), flush=True)
