@@ -58,3 +58,16 @@ def test_unknown_choice_names_the_choices():
     with pytest.raises(ValueError, match="give one of library, flash"):
         with sdpa_backends.sdpa_backends("cudnn-fast"):
             pass
+
+
+def test_profile_attention_runs_each_padding_and_choice(capsys):
+    """examples.benchmarks.profile_attention (CPU: no GPU time): one forward and one training-step
+    summary per padding and SDPA choice, each named."""
+    from examples.benchmarks import profile_attention
+
+    profile_attention.main(["--n", "64", "--k", "16", "--dtype", "fp32", "--tokens", "256", "--padding", "none",
+                            "right", "--sdpa", "library", "cudnn-bucketed", "--steps", "1", "--rows", "2"])
+    headers = [line for line in capsys.readouterr().out.splitlines() if line.startswith("=== ")]
+    assert [h.split(" (")[0] for h in headers] == [
+        f"=== ours n=64 k=16 fp32 padding {padding}{sdpa} {phase}"
+        for padding in ("none", "right") for sdpa in ("", " sdpa cudnn-bucketed") for phase in ("fwd", "train")]

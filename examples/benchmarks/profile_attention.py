@@ -4,7 +4,10 @@ pace: per step, the time to issue the work (CPU, before any wait), the wall time
 kernels' time. Issue time near the wall time: the step waits on the CPU launching kernels (or the
 launch queue was full), so extra Python or small ops cost time even where kernels are fast.
 
-    python -m examples.benchmarks.profile_attention --impl ours --n 512 --k 128 --dtype fp16 [--padding right]
+    python -m examples.benchmarks.profile_attention --impl ours --n 512 --k 128 --dtype fp16 \
+        [--padding none right] [--sdpa library flash ...]
+
+``--sdpa``: the SDPA kernels ours runs, each choice in turn (``examples.benchmarks.sdpa_backends``).
 """
 
 import argparse
@@ -13,6 +16,7 @@ import time
 import torch
 
 from examples.benchmarks.attention import DTYPES, PADDINGS, build_impl, padding_mask
+from examples.benchmarks.sdpa_backends import CHOICES, sdpa_backends
 
 
 def gpu_work(prof):
@@ -24,7 +28,8 @@ def gpu_work(prof):
     return sum(e.time_range.elapsed_us() for e in on_gpu) / 1e3, len(on_gpu)
 
 
-def profile(impl, n, k, dtype, tokens=65536, embed_dim=768, heads=12, steps=20, row_limit=18, padding="none"):
+def profile(impl, n, k, dtype, tokens=65536, embed_dim=768, heads=12, steps=20, row_limit=18, padding="none",
+            sdpa="library"):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module = build_impl(impl, n, k, embed_dim, heads, device, DTYPES[dtype])
     bsz = max(1, tokens // n)
@@ -43,42 +48,53 @@ def profile(impl, n, k, dtype, tokens=65536, embed_dim=768, heads=12, steps=20, 
                 if phase == "train":
                     out.backward(torch.ones_like(out))
 
-        for _ in range(3):
-            step()
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        sync()
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        issued = time.perf_counter()
-        sync()
-        wall = (time.perf_counter() - start) / steps * 1e3
-        with torch.profiler.profile(activities=activities) as prof:
-            for _ in range(steps):
+        cuda = device.type == "cuda"
+        sync = torch.cuda.synchronize if cuda else (lambda: None)
+        with sdpa_backends(sdpa):
+            for _ in range(3):
                 step()
             sync()
+            if cuda:
+                before = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            issued = time.perf_counter()
+            sync()
+            wall = (time.perf_counter() - start) / steps * 1e3
+            peak = f", peak {(torch.cuda.max_memory_allocated() - before) / 2**20:.0f} MiB above the inputs" if cuda else ""
+            with torch.profiler.profile(activities=activities) as prof:
+                for _ in range(steps):
+                    step()
+                sync()
         events = prof.key_averages()
         kernels = gpu_work(prof)[0] / steps
-        print(f"\n=== {impl} n={n} k={k} {dtype} padding {padding} {phase} ({steps} steps): "
-              f"issue {(issued - start) / steps * 1e3:.3f} ms, wall {wall:.3f} ms, GPU kernels {kernels:.3f} ms a step ===")
+        kernels_used = "" if sdpa == "library" else f" sdpa {sdpa}"
+        print(f"\n=== {impl} n={n} k={k} {dtype} padding {padding}{kernels_used} {phase} ({steps} steps): "
+              f"issue {(issued - start) / steps * 1e3:.3f} ms, wall {wall:.3f} ms, GPU kernels {kernels:.3f} ms a step"
+              f"{peak} ===")
         print(events.table(sort_by=sort, row_limit=row_limit, max_name_column_width=60))
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--impl", nargs="+", default=["ours"])
     parser.add_argument("--n", type=int, nargs="+", default=[512])
     parser.add_argument("--k", type=int, default=128)
     parser.add_argument("--dtype", default="fp16", choices=list(DTYPES))
     parser.add_argument("--tokens", type=int, default=65536)
-    parser.add_argument("--padding", choices=PADDINGS, default="none")
+    parser.add_argument("--padding", nargs="+", choices=PADDINGS, default=["none"])
+    parser.add_argument("--sdpa", nargs="+", choices=CHOICES, default=["library"])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rows", type=int, default=18, help="rows of the kernel table")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for impl in args.impl:
         for n in args.n:
-            profile(impl, n, args.k, args.dtype, tokens=args.tokens, padding=args.padding, steps=args.steps,
-                    row_limit=args.rows)
+            for padding in args.padding:
+                for sdpa in args.sdpa:
+                    profile(impl, n, args.k, args.dtype, tokens=args.tokens, padding=padding, steps=args.steps,
+                            row_limit=args.rows, sdpa=sdpa)
 
 
 if __name__ == "__main__":
