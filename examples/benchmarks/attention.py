@@ -46,10 +46,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from examples.benchmarks.sdpa_backends import CHOICES, sdpa_backends
 from examples.common.environment import environment, module_command
 from examples.common.reference import reference_user_dir
 from linformer_plugin.io import atomic_write_text, write_jsonl
-from examples.benchmarks.sdpa_backends import CHOICES, sdpa_backends
 
 # the projection variants of ours: impl -> (--compressed-projection, --compressed-sharing)
 VARIANT_IMPLS = {

@@ -63,7 +63,9 @@ def profile(impl, n, k, dtype, tokens=65536, embed_dim=768, heads=12, steps=20, 
             issued = time.perf_counter()
             sync()
             wall = (time.perf_counter() - start) / steps * 1e3
-            peak = f", peak {(torch.cuda.max_memory_allocated() - before) / 2**20:.0f} MiB above the inputs" if cuda else ""
+            peak = ""
+            if cuda:
+                peak = f", peak {(torch.cuda.max_memory_allocated() - before) / 2**20:.0f} MiB above the inputs"
             with torch.profiler.profile(activities=activities) as prof:
                 for _ in range(steps):
                     step()

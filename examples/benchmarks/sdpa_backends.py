@@ -13,7 +13,7 @@ shape lets cuDNN build its plan once) against the alternatives on the same batch
     with sdpa_backends("efficient"):
         ...  # every LinformerSelfAttention in this process
 
-``--sdpa`` of ``examples.benchmarks.attention`` and ``examples.benchmarks.profile_train_step``.
+``--sdpa`` of ``examples.benchmarks.attention``, ``profile_attention`` and ``profile_train_step``.
 Backends a device lacks are skipped by SDPA (on the CPU: its flash kernel, then math).
 """
 
