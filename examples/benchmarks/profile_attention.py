@@ -35,10 +35,10 @@ def profile(impl, n, k, dtype, tokens=65536, embed_dim=768, heads=12, steps=20, 
     bsz = max(1, tokens // n)
     x = torch.randn(n, bsz, embed_dim, device=device, dtype=DTYPES[dtype], requires_grad=True)
     mask = None if padding == "none" else padding_mask(n, bsz, device, padding)  # as the attention benchmark's
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if device.type == "cuda":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    sort = "cuda_time_total" if cuda else "cpu_time_total"
     for phase in ("fwd", "train"):
         module.train(phase == "train")
 
@@ -48,8 +48,6 @@ def profile(impl, n, k, dtype, tokens=65536, embed_dim=768, heads=12, steps=20, 
                 if phase == "train":
                     out.backward(torch.ones_like(out))
 
-        cuda = device.type == "cuda"
-        sync = torch.cuda.synchronize if cuda else (lambda: None)
         with sdpa_backends(sdpa):
             for _ in range(3):
                 step()

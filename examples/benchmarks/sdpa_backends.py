@@ -31,8 +31,8 @@ ORDERS = {
     "flash": [_FLASH, _EFFICIENT, _MATH, _CUDNN],
     "efficient": [_EFFICIENT, _FLASH, _MATH, _CUDNN],
     "cudnn": [_CUDNN, _FLASH, _EFFICIENT, _MATH],
-    "cudnn-bucketed": [_CUDNN, _FLASH, _EFFICIENT, _MATH],
 }
+ORDERS["cudnn-bucketed"] = ORDERS["cudnn"]  # the same order, the queries padded (forced_sdpa)
 CHOICES = ("library", *ORDERS)
 
 
