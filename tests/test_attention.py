@@ -408,3 +408,53 @@ def test_padded_projection_under_autocast():
     # bfloat16 keeps 8 bits: sums of a few products of O(1) values are good to ~0.03
     torch.testing.assert_close(proj.weight.grad, weight.grad, rtol=2e-2, atol=5e-2)
     torch.testing.assert_close(x.grad, x32.grad, rtol=2e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize("sharing", ["headwise", "kv", "layerwise"])
+def test_right_padded_batches_take_zeroed_pads_and_agree_with_the_columns(monkeypatch, sharing):
+    """Right padding (fairseq's batches) up to ZEROED_PADS_MAX_ELEMENTS: the pads are zeroed and the
+    unpadded product runs. Real tokens' outputs and every gradient equal the per-sentence columns'
+    (what larger batches take), the pads get no gradient, and the input itself is not kept for the
+    backward (the zeroed copy, shared by q_proj and the projection, is kept in its place)."""
+    from linformer_plugin.modules import linformer_attention, sequence_projection
+
+    lengths = [N, 17, 9, 1]
+    mask = torch.arange(N)[None, :] >= torch.tensor(lengths)[:, None]
+    x0 = torch.randn(N, len(lengths), C, dtype=torch.double).masked_fill(mask.T[..., None], 1e3)
+    runs = {}
+    for path, limit in (("zeroed", linformer_attention.ZEROED_PADS_MAX_ELEMENTS), ("columns", 0)):
+        monkeypatch.setattr(linformer_attention, "ZEROED_PADS_MAX_ELEMENTS", limit)
+        attn = make_attention(sharing)
+        x = x0.clone().requires_grad_()
+        calls = []
+        monkeypatch.setattr(sequence_projection, "project_per_sentence",
+                            lambda *a, f=sequence_projection.project_per_sentence: calls.append(1) or f(*a))
+        kept = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+            out, _ = attn(x, x, x, key_padding_mask=mask.clone(), need_weights=False)
+        real = torch.cat([out[:L, b] for b, L in enumerate(lengths)])
+        real.pow(2).sum().backward()
+        runs[path] = real.detach(), x.grad, [p.grad for p in attn.parameters()]
+        keeps_x = any(t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr() for t in kept)
+        assert keeps_x == (path == "columns") and bool(calls) == (path == "columns")
+        if path == "zeroed":
+            assert torch.equal(x.grad.masked_select(mask.T[..., None]), torch.zeros(int(mask.sum()) * C,
+                                                                                    dtype=torch.double))
+    torch.testing.assert_close(runs["zeroed"][0], runs["columns"][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(runs["zeroed"][1], runs["columns"][1], rtol=1e-12, atol=1e-12)
+    for zeroed, columns in zip(runs["zeroed"][2], runs["columns"][2]):
+        torch.testing.assert_close(zeroed, columns, rtol=1e-10, atol=1e-10)
+
+
+def test_left_padded_batches_keep_the_columns(monkeypatch):
+    """Left padding moves token p off column p: zeroing the pads would be wrong, the columns run."""
+    from linformer_plugin.modules import sequence_projection
+
+    mask = torch.zeros(2, N, dtype=torch.bool)
+    mask[1, :5] = True
+    calls = []
+    monkeypatch.setattr(sequence_projection, "project_per_sentence",
+                        lambda *a, f=sequence_projection.project_per_sentence: calls.append(1) or f(*a))
+    x = torch.randn(N, 2, C, dtype=torch.double)
+    make_attention()(x, x, x, key_padding_mask=mask, need_weights=False)
+    assert calls

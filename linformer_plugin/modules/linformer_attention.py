@@ -22,9 +22,17 @@ from torch import Tensor, nn
 from fairseq.modules.quant_noise import quant_noise
 
 from ..options import LinformerOptions, attention_sharing, check_attention
+from .padding import right_padded_keep
 from .sequence_projection import build_projection
 
 PER_HEAD_ORDERS = ("project_input", "project_heads")
+# Right-padded inputs up to this size (S x B x C) take the zeroed-pads path: a pass over the input and one
+# over its gradient (about 2.6 ps an element each on an H200, so at most 0.09 ms a layer and step) in place
+# of the per-sentence columns' autograd.Function and extra ops (about 0.5 ms of host time a layer and step
+# on the GPU machine's CPU). Small batches (fine-tuning, the hub) wait on the host, and there the passes
+# cost a fifth of what they save at most; larger ones (pretraining), paced by the GPU, take the columns
+# (a pass over B x 2k x S only, and no second copy of the input).
+ZEROED_PADS_MAX_ELEMENTS = 2 ** 24
 
 
 class LinformerSelfAttention(nn.Module):
@@ -202,8 +210,19 @@ class LinformerSelfAttention(nn.Module):
                 )
             key_padding_mask = key_padding_mask.to(torch.bool)
 
+        projection_mask = key_padding_mask
+        if key_padding_mask is not None and key is query and value is query \
+                and self.sequence_projection.exact_on_zeroed_pads and query.numel() <= ZEROED_PADS_MAX_ELEMENTS:
+            keep = right_padded_keep(key_padding_mask)
+            if keep is not None:
+                # right padding (fairseq's, the hub's) and a linear projection: with the pads zeroed the
+                # unpadded path is exact (two ops, no per-sentence work). q_proj takes the same tensor, so
+                # it alone is kept for the backward, and the pads' gradient is 0 (they change no output
+                # of a real token)
+                query = key = value = torch.where(keep, query, 0.0)
+                projection_mask = None
         q = self.q_proj(query)
-        k, v, key_mask = self.project_keys_values(key, value, key_padding_mask)
+        k, v, key_mask = self.project_keys_values(key, value, projection_mask)
         dropout_p = self.dropout if self.training else 0.0
         want_weights = need_weights or need_head_weights
         # chunks help the backward only (the forward has enough query blocks as it is)
@@ -263,9 +282,10 @@ except ImportError:  # older torch has no cuDNN attention to avoid
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], dropout_p: float, padded: bool) -> Tensor:
     """SDPA, kept off cuDNN's backend on CUDA except for unpadded training batches. cuDNN's attention
     (torch's first choice on Hopper) builds a plan for each new shape, milliseconds of CPU, and padded
-    batches (fine-tuning, ``complete`` blocks) and inference inputs (the hub's one text at a time)
-    bring a new length in most calls. Fixed-length pretraining batches (unpadded, with grad) keep
-    SDPA's choice: there the plan is built once and cuDNN's training kernels are the faster."""
+    batches (fine-tuning, ``complete`` and ``complete_doc`` blocks, whose batch size follows the length
+    under --max-tokens) and inference inputs (the hub's one text at a time) bring a new shape in most
+    calls. Fixed-length pretraining batches (unpadded, with grad) keep SDPA's choice: there the plan is
+    built once and cuDNN's training kernels are the faster."""
     if (padded or not torch.is_grad_enabled()) and q.is_cuda and sdpa_kernel is not None:
         with sdpa_kernel(_NOT_CUDNN):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)

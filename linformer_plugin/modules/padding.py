@@ -16,6 +16,10 @@ the device:
   hub's) needs no move: its pads are zeroed in one pass. The compacted copy is not kept for the
   backward (``_gathered_again``): the backward makes it again from x, which q_proj keeps anyway.
 
+Small right-padded batches take neither plan for a linear projection: the attention zeroes the pads
+of its input (``right_padded_keep``) and runs the unpadded product, exact there (see
+``linformer_attention.ZEROED_PADS_MAX_ELEMENTS``).
+
 Finding right padding reads one bool on the host, once per mask; under torch.compile and for
 inference-mode masks (rebuilt in every layer) the plans take the general path instead, with no read.
 """
@@ -70,6 +74,22 @@ def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
         if device_type == "cpu" and torch.is_autocast_cpu_enabled():
             return torch.get_autocast_cpu_dtype()
         return None
+
+
+# ----------------------------------------------------------------------------- right padding: zeroed pads
+
+
+def right_padded_keep(padding_mask: Tensor) -> Optional[Tensor]:
+    """S x B x 1, True at real tokens, when padding_mask (B x S, True at pads) is right-padded (every
+    sentence's tokens first: fairseq's and the hub's batches); None when it is not, or when that cannot
+    be known without a host read in every layer (torch.compile, inference-mode masks).
+
+    Under right padding real token p sits at position p, so a linear projection of the input with its
+    pads zeroed is the unpadded product, exact. One host read per mask, kept on it."""
+    if not _reads_mask_on_host(padding_mask):
+        return None
+    return _kept_on_mask(padding_mask, "_linformer_right_keep", (), lambda: (
+        (~padding_mask).T.contiguous()[..., None] if is_right_padded(padding_mask) else None))
 
 
 # ----------------------------------------------------------------------------- the linear projection

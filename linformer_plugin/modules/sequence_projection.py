@@ -86,6 +86,7 @@ class _Projection(nn.Module):
     ``_project`` for unpadded input, padding is handled here."""
 
     fill = 0.0  # the value of compacted positions past a sentence's tokens
+    exact_on_zeroed_pads = False  # True: a right-padded input with zeroed pads may take the unpadded path
     max_positions: int
     num_maps: int
 
@@ -128,6 +129,9 @@ class SequenceProjection(_Projection):
     E_0..E_{H-1} then F_0..F_{H-1}; with one, E = F. A sequence of length S <= max_positions uses
     the first S columns: real token number t of a sentence always meets column t.
     """
+
+    # linear: zeroed pads add nothing, and under right padding token p meets column p as when unpadded
+    exact_on_zeroed_pads = True
 
     def __init__(self, max_positions: int, compressed_dim: int, num_maps: int = 2, freeze: bool = False,
                  init: Optional[str] = None):
