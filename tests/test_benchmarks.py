@@ -155,7 +155,8 @@ if __name__ == "__main__":
 
 def test_memory_at_peak_replays_a_snapshot_to_its_peak(tmp_path):
     """A synthetic allocator trace (the format of torch.cuda.memory._dump_snapshot): the peak is the
-    highest live total, and its blocks are named by our frame, else fairseq's, else the innermost."""
+    highest live total, and its blocks are named by our frame, else fairseq's, else the ATen op of a C++
+    stack, else the innermost frame."""
     mib = 2**20
 
     def frames(*files):
@@ -164,6 +165,10 @@ def test_memory_at_peak_replays_a_snapshot_to_its_peak(tmp_path):
     ours = frames("/x/torch/nn/functional.py", "/x/linformer_plugin/modules/sequence_projection.py", "/x/fairseq/y.py")
     theirs = frames("/x/torch/a.py", "/x/fairseq/modules/multihead_attention.py")
     other = frames("/x/torch/autograd.py")
+    # a C++ stack (stacks="all", the autograd engine's thread): the ATen op, not the allocator
+    cpp = [{"filename": "c10/cuda/CUDACachingAllocator.cpp", "line": 9, "name": "c10::cuda::malloc"},
+           {"filename": "aten/src/ATen/native/attention_backward.cu", "line": 7,
+            "name": "at::native::_flash_attention_backward"}]
     # a fairseq layer called by the plugin's encoder, under the entry points: the layer's line
     layer = frames("/x/torch/nn/functional.py", "/x/fairseq/modules/transformer_layer.py",
                    "/x/linformer_plugin/modules/linformer_encoder.py", "/x/linformer_plugin/fairseq_fixes.py",
@@ -177,7 +182,7 @@ def test_memory_at_peak_replays_a_snapshot_to_its_peak(tmp_path):
         {"action": "free_completed", "addr": 3, "size": 8 * mib},
         {"action": "alloc", "addr": 4, "size": 16 * mib, "frames": ours},  # 64 + 32 + 16 = 112 live
         {"action": "free_completed", "addr": 1, "size": 64 * mib},
-        {"action": "alloc", "addr": 5, "size": 70 * mib, "frames": other},  # 32 + 16 + 70 = 118
+        {"action": "alloc", "addr": 5, "size": 70 * mib, "frames": cpp},  # 32 + 16 + 70 = 118
         {"action": "alloc", "addr": 6, "size": 4 * mib, "frames": layer},  # 122: the peak
         {"action": "free_completed", "addr": 6, "size": 4 * mib},
     ]
@@ -187,7 +192,7 @@ def test_memory_at_peak_replays_a_snapshot_to_its_peak(tmp_path):
                          capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert "peak of what they allocate: 122.0 MiB" in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "MiB" not in line]
-    assert rows == ["| 70.0 | 1 | /x/torch/autograd.py:1 f0 |",
+    assert rows == ["| 70.0 | 1 | aten/src/ATen/native/attention_backward.cu:7 at::native::_flash_attention_backward |",
                     "| 32.0 | 1 | fairseq/modules/multihead_attention.py:2 f1 |",
                     "| 16.0 | 1 | linformer_plugin/modules/sequence_projection.py:2 f1 |",
                     "| 4.0 | 1 | fairseq/modules/transformer_layer.py:2 f1 |"]

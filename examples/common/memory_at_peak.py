@@ -36,6 +36,9 @@ def site(frames):
         name = frame.get("filename", "")
         if (OURS in name or FAIRSEQ in name) and not any(w in name for w in WRAPPERS):
             return fmt(frame)
+    for frame in frames:  # C++ stacks (stacks="all"; the autograd engine's thread has no Python): the op
+        if "at::native::" in frame.get("name", ""):
+            return fmt(frame)
     return fmt(frames[0]) if frames else "(no stack)"
 
 
