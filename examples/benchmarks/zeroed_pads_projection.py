@@ -5,9 +5,11 @@ fairseq and the hub produce) real token number p sits at position p, so it meets
 an unpadded batch: E[:, :S] @ (x with its pads zeroed) is exact, one pass over x and one GEMM. Finding
 right padding reads one bool back from the device, once per mask (kept on it). The zeroed copy is not
 kept for the backward (it is made again from x, which q_proj keeps anyway); other paddings take the
-library's path. Measured slower than the library's path: the pass over x costs more than the
-library's pass over E's per-sentence columns, a third of x's size for k = 128
-(examples/benchmarks/results/2026-12-01-padded-projection-candidates/).
+library's path. Measured slower than the library's path on the module's 65,536-token batches: the
+pass over x costs more than the library's pass over E's per-sentence columns, a third of x's size for
+k = 128 (examples/benchmarks/results/2026-12-01-padded-projection-candidates/). The library now zeroes
+the pads of small batches in the attention itself, with differentiable ops and the zeroed tensor
+shared with q_proj (examples/benchmarks/results/2026-12-01-right-padding-zeroed-pads/).
 
     python -m examples.benchmarks.zeroed_pads_projection --out-dir OUT          # GPU: check, then time
     python -m examples.benchmarks.zeroed_pads_projection --check-only --cpu     # CPU: float64 and fp32
