@@ -458,3 +458,18 @@ def test_left_padded_batches_keep_the_columns(monkeypatch):
     x = torch.randn(N, 2, C, dtype=torch.double)
     make_attention()(x, x, x, key_padding_mask=mask, need_weights=False)
     assert calls
+
+
+def test_right_padding_is_read_once_per_mask_for_every_plan(monkeypatch):
+    """A small left-padded batch asks twice (zeroed pads? then the columns' plan): one host read."""
+    from linformer_plugin.modules import padding
+
+    reads = []
+    monkeypatch.setattr(padding, "is_right_padded", lambda m, f=padding.is_right_padded: reads.append(1) or f(m))
+    mask = torch.zeros(2, N, dtype=torch.bool)
+    mask[1, :5] = True
+    x = torch.randn(N, 2, C, dtype=torch.double)
+    attn = make_attention()
+    for _ in range(2):  # two layers' worth
+        attn(x, x, x, key_padding_mask=mask, need_weights=False)
+    assert len(reads) == 1

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from examples.benchmarks import shared_prefix_projection, zeroed_pads_projection
+from linformer_plugin.modules import padding
 
 
 @pytest.mark.parametrize("candidate", [shared_prefix_projection, zeroed_pads_projection], ids=lambda m: m.__name__)
@@ -37,6 +38,6 @@ def test_shared_positions_end_at_the_first_pad_of_any_sentence_rounded_down_to_8
 def test_zeroed_pads_take_the_one_gemm_only_under_right_padding():
     mask = torch.zeros(2, 6, dtype=torch.bool)
     mask[1, 4:] = True
-    assert zeroed_pads_projection.keep_if_right_padded(mask)[:, :, 0].T.tolist() == (~mask).tolist()
+    assert padding.right_padded_keep(mask)[:, :, 0].T.tolist() == (~mask).tolist()
     mask[0, 0] = True  # a left pad: the library's path
-    assert zeroed_pads_projection.keep_if_right_padded(mask) is None
+    assert padding.right_padded_keep(mask) is None

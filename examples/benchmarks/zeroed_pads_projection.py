@@ -23,13 +23,8 @@ import torch
 from torch import Tensor
 
 from examples.benchmarks.projection_candidates import in_matmul_dtype, main_of
-from linformer_plugin.modules.padding import _kept_on_mask, is_right_padded
 from linformer_plugin.modules.padding import project_per_sentence as library_path
-
-
-def keep_if_right_padded(padding_mask: Tensor):
-    """S x B x 1 (1 at real tokens) when no sentence has a pad before a real token, else None."""
-    return (~padding_mask).T[..., None] if is_right_padded(padding_mask) else None  # the one host sync
+from linformer_plugin.modules.padding import right_padded_keep
 
 
 def _zeroed(x: Tensor, keep: Tensor) -> Tensor:
@@ -58,7 +53,7 @@ class ZeroedPadsProjection(torch.autograd.Function):
 
 
 def project_per_sentence(x: Tensor, weight: Tensor, padding_mask: Tensor) -> Tensor:
-    keep = _kept_on_mask(padding_mask, "_zeroed_pads_keep", (), lambda: keep_if_right_padded(padding_mask))
+    keep = right_padded_keep(padding_mask)  # S x B x 1 under right padding (one host read per mask), else None
     if keep is None:
         return library_path(x, weight, padding_mask)
     return in_matmul_dtype(ZeroedPadsProjection.apply, x, weight, keep)

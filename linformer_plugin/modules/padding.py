@@ -85,11 +85,11 @@ def right_padded_keep(padding_mask: Tensor) -> Optional[Tensor]:
     be known without a host read in every layer (torch.compile, inference-mode masks).
 
     Under right padding real token p sits at position p, so a linear projection of the input with its
-    pads zeroed is the unpadded product, exact. One host read per mask, kept on it."""
+    pads zeroed is the unpadded product, exact. One host read per mask, shared with the plans."""
     if not _reads_mask_on_host(padding_mask):
         return None
     return _kept_on_mask(padding_mask, "_linformer_right_keep", (), lambda: (
-        (~padding_mask).T.contiguous()[..., None] if is_right_padded(padding_mask) else None))
+        (~padding_mask).T.contiguous()[..., None] if _right_padded(padding_mask) else None))
 
 
 # ----------------------------------------------------------------------------- the linear projection
@@ -122,11 +122,17 @@ def is_right_padded(padding_mask: Tensor) -> bool:
     return not bool((padding_mask[:, :-1] & ~padding_mask[:, 1:]).any())
 
 
+def _right_padded(padding_mask: Tensor) -> bool:
+    """``is_right_padded``, read once per mask and kept on it for every plan that asks (callers check
+    ``_reads_mask_on_host`` first)."""
+    return _kept_on_mask(padding_mask, "_linformer_right_padded", (), lambda: is_right_padded(padding_mask))
+
+
 def _build_columns(padding_mask: Tensor, find_right_padding: bool = False) -> SentenceColumns:
     bsz, seq_len = padding_mask.shape
     keep = ~padding_mask
     column = torch.where(keep, keep.cumsum(dim=1) - 1, seq_len)
-    if find_right_padding and is_right_padded(padding_mask):
+    if find_right_padding and _right_padded(padding_mask):
         return SentenceColumns(column, None, keep, {})
     # scatter each real token's row to its number; every pad writes the spare last column (dropped)
     source = torch.full((bsz, seq_len + 1), bsz * seq_len, dtype=torch.long, device=padding_mask.device)
@@ -282,7 +288,7 @@ def _build_compaction(x: Tensor, padding_mask: Tensor, rows: Optional[int], b_ma
     lengths = keep.sum(dim=1)
     beyond = torch.arange(rows or seq_len, device=x.device)[:, None] >= lengths[None, :]
     pads = (padding_mask if b_major else padding_mask.T).flatten()
-    if find_right_padding and is_right_padded(padding_mask):
+    if find_right_padding and _right_padded(padding_mask):
         return Compaction(None, None, pads, beyond, lengths, b_major, True)
     # real token number p (fairseq's count) goes to position p; the pads follow, in order
     position = torch.where(keep, keep.cumsum(dim=1) - 1, lengths[:, None] + padding_mask.cumsum(dim=1) - 1)
